@@ -1,0 +1,80 @@
+// Package progress draws the progress bar every long loop in protoherb shows on standard error.
+//
+// It wraps github.com/schollz/progressbar (chosen for its small API, throttled redraws and ETA) so that
+// every command looks the same, and so that a bar can be switched off for tests and quiet runs.
+package progress
+
+import (
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+)
+
+// Bar is one progress bar. A nil *Bar is valid and draws nothing, so callers need no checks.
+type Bar struct {
+	pb *progressbar.ProgressBar
+}
+
+// Options configure a bar.
+type Options struct {
+	// Writer receives the bar; nil means os.Stderr.
+	Writer io.Writer
+	// Quiet disables drawing.
+	Quiet bool
+	// Unit names what is counted ("img", "step"); it is shown in the rate.
+	Unit string
+}
+
+// New starts a bar that counts to total (-1 for unknown) with a short description.
+func New(total int64, desc string, opt Options) *Bar {
+	if opt.Quiet {
+		return nil
+	}
+	w := opt.Writer
+	if w == nil {
+		w = os.Stderr
+	}
+	unit := opt.Unit
+	if unit == "" {
+		unit = "it"
+	}
+	pb := progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString(unit),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionFullWidth(),
+		progressbar.OptionOnCompletion(func() { _, _ = io.WriteString(w, "\n") }),
+	)
+	return &Bar{pb: pb}
+}
+
+// Add advances the bar by n.
+func (b *Bar) Add(n int) {
+	if b == nil {
+		return
+	}
+	_ = b.pb.Add(n)
+}
+
+// Describe replaces the description, e.g. with the current loss.
+func (b *Bar) Describe(desc string) {
+	if b == nil {
+		return
+	}
+	b.pb.Describe(desc)
+}
+
+// Finish completes the bar.
+func (b *Bar) Finish() {
+	if b == nil {
+		return
+	}
+	_ = b.pb.Finish()
+}
