@@ -1,0 +1,274 @@
+package dataset
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// imageExts are the file extensions taken as images when listing folders.
+var imageExts = map[string]bool{".jpg": true, ".jpeg": true, ".png": true}
+
+func isImage(name string) bool { return imageExts[strings.ToLower(filepath.Ext(name))] }
+
+// listImages returns the image files directly inside dir, sorted by name.
+func listImages(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && isImage(e.Name()) {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out, nil
+}
+
+// openImageFolder reads root/<class>/<image> (or root/<split>/<class>/<image> when that exists).
+// Classes are the sub-folder names in sorted order; a class's ID is its position.
+func openImageFolder(root, split string) (*Dataset, error) {
+	if st, err := os.Stat(filepath.Join(root, split)); err == nil && st.IsDir() {
+		root = filepath.Join(root, split)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("open image folder: %w", err)
+	}
+	d := &Dataset{Root: root, Format: FormatImageFolder, Split: split}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		files, err := listImages(filepath.Join(root, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("open image folder: %w", err)
+		}
+		label := len(d.Classes)
+		d.Classes = append(d.Classes, Class{ID: int64(label), Name: e.Name()})
+		for _, f := range files {
+			d.Samples = append(d.Samples, Sample{ID: int64(len(d.Samples)), Path: f, Label: label})
+		}
+	}
+	return d, nil
+}
+
+// openCSV reads a CSV with a header. Either `id,species,...` (leaf99: image at images/<id>.jpg beside
+// the CSV) or `path,label` (path relative to the CSV's folder). path may be the CSV file or a folder
+// holding <split>.csv. A file without a label/species column (a test list) gives labels -1.
+func openCSV(path, split string) (*Dataset, error) {
+	file := path
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		file = filepath.Join(path, split+".csv")
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("open CSV dataset: %w", err)
+	}
+	defer f.Close()
+	base := filepath.Dir(file)
+	r := csv.NewReader(f)
+	r.ReuseRecord = true
+	r.FieldsPerRecord = -1
+	header, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading the header: %w", file, err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.ToLower(strings.TrimSpace(h))] = i
+	}
+	pathCol, labelCol := -1, -1
+	leaf := false
+	if i, ok := col["path"]; ok {
+		pathCol = i
+	} else if i, ok := col["file"]; ok {
+		pathCol = i
+	} else if i, ok := col["id"]; ok {
+		pathCol, leaf = i, true
+	} else {
+		return nil, fmt.Errorf("%s: header needs a path (or id) column, has %q", file, header)
+	}
+	for _, name := range []string{"label", "species", "class"} {
+		if i, ok := col[name]; ok {
+			labelCol = i
+			break
+		}
+	}
+	d := &Dataset{Root: base, Format: FormatCSV, Split: split}
+	classOf := map[string]int{}
+	var names []string
+	type row struct {
+		id    int64
+		path  string
+		label string
+	}
+	var rows []row
+	for line := 2; ; line++ {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		if pathCol >= len(rec) || (labelCol >= 0 && labelCol >= len(rec)) {
+			return nil, fmt.Errorf("%s:%d: too few columns", file, line)
+		}
+		p := strings.TrimSpace(rec[pathCol])
+		if p == "" {
+			return nil, fmt.Errorf("%s:%d: empty %s", file, line, header[pathCol])
+		}
+		id := int64(len(rows))
+		if leaf {
+			n, err := strconv.ParseInt(p, 10, 64)
+			if err == nil {
+				id = n
+			}
+			if filepath.Ext(p) == "" {
+				p += ".jpg"
+			}
+			p = filepath.Join("images", p)
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(base, filepath.FromSlash(p))
+		}
+		lab := ""
+		if labelCol >= 0 {
+			lab = strings.TrimSpace(rec[labelCol])
+			if _, ok := classOf[lab]; !ok {
+				classOf[lab] = -1
+				names = append(names, lab)
+			}
+		}
+		rows = append(rows, row{id, p, lab})
+	}
+	// Classes in sorted order of name (numeric names in numeric order), IDs = the name when numeric.
+	numeric := true
+	for _, n := range names {
+		if _, err := strconv.ParseInt(n, 10, 64); err != nil {
+			numeric = false
+			break
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if numeric {
+			x, _ := strconv.ParseInt(a, 10, 64)
+			y, _ := strconv.ParseInt(b, 10, 64)
+			return int(x - y)
+		}
+		return strings.Compare(a, b)
+	})
+	for i, n := range names {
+		classOf[n] = i
+		id := int64(i)
+		if numeric {
+			id, _ = strconv.ParseInt(n, 10, 64)
+		}
+		d.Classes = append(d.Classes, Class{ID: id, Name: n})
+	}
+	for _, rw := range rows {
+		label := -1
+		if labelCol >= 0 {
+			label = classOf[rw.label]
+		}
+		d.Samples = append(d.Samples, Sample{ID: rw.id, Path: rw.path, Label: label})
+	}
+	return d, nil
+}
+
+// openOmniglot reads Omniglot in its original layout. With splits/vinyals/<split>.txt, every line
+// Alphabet/characterNN/rotDDD is one class whose samples are that character's drawings rotated by DDD
+// degrees (the alphabet may be in images_background or images_evaluation). Without split files,
+// "train" is images_background and "test" images_evaluation, unrotated.
+func openOmniglot(root, split string) (*Dataset, error) {
+	d := &Dataset{Root: root, Format: FormatOmniglot, Split: split}
+	splitFile := filepath.Join(root, "splits", "vinyals", split+".txt")
+	data, err := os.ReadFile(splitFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return omniglotBySet(d, root, split)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("omniglot: %w", err)
+	}
+	chars := map[string][]string{} // character folder → image files, listed once for all rotations
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		parts := strings.Split(line, "/")
+		if len(parts) != 3 || !strings.HasPrefix(parts[2], "rot") {
+			return nil, fmt.Errorf("%s:%d: want Alphabet/characterNN/rotDDD, got %q", splitFile, n+1, line)
+		}
+		rot, err := strconv.Atoi(strings.TrimPrefix(parts[2], "rot"))
+		if err != nil || rot%90 != 0 {
+			return nil, fmt.Errorf("%s:%d: bad rotation in %q", splitFile, n+1, line)
+		}
+		char := parts[0] + "/" + parts[1]
+		files, ok := chars[char]
+		if !ok {
+			for _, set := range []string{"images_background", "images_evaluation"} {
+				dir := filepath.Join(root, set, parts[0], parts[1])
+				if _, err := os.Stat(dir); err == nil {
+					if files, err = listImages(dir); err != nil {
+						return nil, fmt.Errorf("omniglot: %w", err)
+					}
+					break
+				}
+			}
+			if files == nil {
+				return nil, fmt.Errorf("%s:%d: character %s not found in images_background or images_evaluation", splitFile, n+1, char)
+			}
+			chars[char] = files
+		}
+		label := len(d.Classes)
+		d.Classes = append(d.Classes, Class{ID: int64(label), Name: line})
+		for _, f := range files {
+			d.Samples = append(d.Samples, Sample{ID: int64(len(d.Samples)), Path: f, Label: label, Rotate: rot})
+		}
+	}
+	return d, nil
+}
+
+func omniglotBySet(d *Dataset, root, split string) (*Dataset, error) {
+	set := map[string]string{"train": "images_background", "test": "images_evaluation"}[split]
+	if set == "" {
+		return nil, fmt.Errorf("%s: no splits/vinyals/%s.txt; without split files the splits are train (images_background) and test (images_evaluation)", root, split)
+	}
+	alphabets, err := os.ReadDir(filepath.Join(root, set))
+	if err != nil {
+		return nil, fmt.Errorf("omniglot: %w", err)
+	}
+	for _, a := range alphabets {
+		if !a.IsDir() {
+			continue
+		}
+		chars, err := os.ReadDir(filepath.Join(root, set, a.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("omniglot: %w", err)
+		}
+		for _, c := range chars {
+			if !c.IsDir() {
+				continue
+			}
+			files, err := listImages(filepath.Join(root, set, a.Name(), c.Name()))
+			if err != nil {
+				return nil, fmt.Errorf("omniglot: %w", err)
+			}
+			label := len(d.Classes)
+			d.Classes = append(d.Classes, Class{ID: int64(label), Name: a.Name() + "/" + c.Name() + "/rot000"})
+			for _, f := range files {
+				d.Samples = append(d.Samples, Sample{ID: int64(len(d.Samples)), Path: f, Label: label})
+			}
+		}
+	}
+	return d, nil
+}
