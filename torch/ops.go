@@ -1,0 +1,552 @@
+package torch
+
+/*
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+// Op codes shared with shim.cpp.
+const (
+	opRelu = iota
+	opSqrt
+	opExp
+	opLog
+	opNeg
+	opSigmoid
+	opTanh
+	opAbs
+	opSquare
+	opDetach
+	opClone
+	opAllFinite
+	opLeakyRelu
+	opZerosLike
+	opOnesLike
+)
+
+const (
+	opAdd = iota
+	opSub
+	opMul
+	opDiv
+	opMatmul
+	opMm
+	opPow
+	opEq
+	opMaximum
+	opMinimum
+	opBmm
+	opGt
+	opLt
+)
+
+const (
+	sAdd = iota
+	sMul
+	sPow
+	sDiv
+	sEq
+	sGt
+	sLt
+	sFill
+)
+
+const (
+	rSum = iota
+	rMean
+	rMax
+	rMin
+	rArgmax
+	rArgmin
+	rLogsumexp
+	rVar
+)
+
+var unaryNames = [...]string{"relu", "sqrt", "exp", "log", "neg", "sigmoid", "tanh", "abs", "square",
+	"detach", "clone", "isfinite", "leaky_relu", "zeros_like", "ones_like"}
+var binaryNames = [...]string{"add", "sub", "mul", "div", "matmul", "mm", "pow", "eq", "maximum", "minimum", "bmm", "gt", "lt"}
+var scalarNames = [...]string{"add_scalar", "mul_scalar", "pow_scalar", "div_scalar", "eq_scalar", "gt_scalar", "lt_scalar", "fill"}
+var reduceNames = [...]string{"sum", "mean", "max", "min", "argmax", "argmin", "logsumexp", "var"}
+
+func (t *Tensor) unary(op int) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result(unaryNames[op], h, C.pt_unary(C.int(op), t.h, &h), t)
+}
+
+func (t *Tensor) binary(op int, o *Tensor) *Tensor {
+	if err := firstErr(t, o); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	e := C.pt_binary(C.int(op), t.h, o.h, &h)
+	return result(binaryNames[op], h, e, t, o)
+}
+
+func (t *Tensor) scalar(op int, s float64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result(scalarNames[op], h, C.pt_scalar(C.int(op), t.h, C.double(s), &h), t)
+}
+
+func (t *Tensor) reduce(op int, keepdim bool, dims []int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	kd := 0
+	if keepdim {
+		kd = 1
+	}
+	e := C.pt_reduce(C.int(op), t.h, int64s(dims), C.int(len(dims)), C.int(kd), &h)
+	return result(reduceNames[op], h, e, t)
+}
+
+// Relu returns max(t, 0).
+func (t *Tensor) Relu() *Tensor { return t.unary(opRelu) }
+
+// LeakyRelu returns t where t > 0, else 0.1·t.
+func (t *Tensor) LeakyRelu() *Tensor { return t.unary(opLeakyRelu) }
+
+// Sqrt returns the elementwise square root.
+func (t *Tensor) Sqrt() *Tensor { return t.unary(opSqrt) }
+
+// Exp returns e^t.
+func (t *Tensor) Exp() *Tensor { return t.unary(opExp) }
+
+// Log returns the natural logarithm.
+func (t *Tensor) Log() *Tensor { return t.unary(opLog) }
+
+// Neg returns -t.
+func (t *Tensor) Neg() *Tensor { return t.unary(opNeg) }
+
+// Sigmoid returns 1/(1+e^-t).
+func (t *Tensor) Sigmoid() *Tensor { return t.unary(opSigmoid) }
+
+// Tanh returns tanh(t).
+func (t *Tensor) Tanh() *Tensor { return t.unary(opTanh) }
+
+// Abs returns |t|.
+func (t *Tensor) Abs() *Tensor { return t.unary(opAbs) }
+
+// Square returns t².
+func (t *Tensor) Square() *Tensor { return t.unary(opSquare) }
+
+// Detach returns a tensor sharing t's data, cut off from the autograd graph.
+func (t *Tensor) Detach() *Tensor { return t.unary(opDetach) }
+
+// Clone returns a copy of t (recorded by autograd).
+func (t *Tensor) Clone() *Tensor { return t.unary(opClone) }
+
+// ZerosLike returns zeros with t's shape, dtype and device.
+func (t *Tensor) ZerosLike() *Tensor { return t.unary(opZerosLike) }
+
+// OnesLike returns ones with t's shape, dtype and device.
+func (t *Tensor) OnesLike() *Tensor { return t.unary(opOnesLike) }
+
+// AllFinite reports whether no element is NaN or ±Inf.
+func (t *Tensor) AllFinite() (bool, error) {
+	r := t.unary(opAllFinite)
+	defer r.Free()
+	v, err := r.Item()
+	return v != 0, err
+}
+
+// Add returns t + o (broadcasting).
+func (t *Tensor) Add(o *Tensor) *Tensor { return t.binary(opAdd, o) }
+
+// Sub returns t - o.
+func (t *Tensor) Sub(o *Tensor) *Tensor { return t.binary(opSub, o) }
+
+// Mul returns t · o elementwise.
+func (t *Tensor) Mul(o *Tensor) *Tensor { return t.binary(opMul, o) }
+
+// Div returns t / o elementwise.
+func (t *Tensor) Div(o *Tensor) *Tensor { return t.binary(opDiv, o) }
+
+// Matmul is torch.matmul (batched, broadcasting).
+func (t *Tensor) Matmul(o *Tensor) *Tensor { return t.binary(opMatmul, o) }
+
+// Mm is the 2-D matrix product.
+func (t *Tensor) Mm(o *Tensor) *Tensor { return t.binary(opMm, o) }
+
+// Bmm is the batched 3-D matrix product.
+func (t *Tensor) Bmm(o *Tensor) *Tensor { return t.binary(opBmm, o) }
+
+// Pow returns t^o elementwise.
+func (t *Tensor) Pow(o *Tensor) *Tensor { return t.binary(opPow, o) }
+
+// Eq returns a bool tensor of t == o.
+func (t *Tensor) Eq(o *Tensor) *Tensor { return t.binary(opEq, o) }
+
+// Gt returns a bool tensor of t > o.
+func (t *Tensor) Gt(o *Tensor) *Tensor { return t.binary(opGt, o) }
+
+// Lt returns a bool tensor of t < o.
+func (t *Tensor) Lt(o *Tensor) *Tensor { return t.binary(opLt, o) }
+
+// Maximum returns the elementwise maximum.
+func (t *Tensor) Maximum(o *Tensor) *Tensor { return t.binary(opMaximum, o) }
+
+// Minimum returns the elementwise minimum.
+func (t *Tensor) Minimum(o *Tensor) *Tensor { return t.binary(opMinimum, o) }
+
+// AddScalar returns t + s.
+func (t *Tensor) AddScalar(s float64) *Tensor { return t.scalar(sAdd, s) }
+
+// MulScalar returns t · s.
+func (t *Tensor) MulScalar(s float64) *Tensor { return t.scalar(sMul, s) }
+
+// DivScalar returns t / s.
+func (t *Tensor) DivScalar(s float64) *Tensor { return t.scalar(sDiv, s) }
+
+// PowScalar returns t^s.
+func (t *Tensor) PowScalar(s float64) *Tensor { return t.scalar(sPow, s) }
+
+// EqScalar returns a bool tensor of t == s.
+func (t *Tensor) EqScalar(s float64) *Tensor { return t.scalar(sEq, s) }
+
+// GtScalar returns a bool tensor of t > s.
+func (t *Tensor) GtScalar(s float64) *Tensor { return t.scalar(sGt, s) }
+
+// LtScalar returns a bool tensor of t < s.
+func (t *Tensor) LtScalar(s float64) *Tensor { return t.scalar(sLt, s) }
+
+// Sum sums over dims (all elements when none are given).
+func (t *Tensor) Sum(keepdim bool, dims ...int64) *Tensor { return t.reduce(rSum, keepdim, dims) }
+
+// Mean averages over dims (all elements when none are given).
+func (t *Tensor) Mean(keepdim bool, dims ...int64) *Tensor { return t.reduce(rMean, keepdim, dims) }
+
+// Var is the unbiased variance over dims (all elements when none are given).
+func (t *Tensor) Var(keepdim bool, dims ...int64) *Tensor { return t.reduce(rVar, keepdim, dims) }
+
+// Max is the maximum over one dim, or over all elements when dim is omitted.
+func (t *Tensor) Max(keepdim bool, dim ...int64) *Tensor { return t.reduce(rMax, keepdim, dim) }
+
+// Min is the minimum over one dim, or over all elements when dim is omitted.
+func (t *Tensor) Min(keepdim bool, dim ...int64) *Tensor { return t.reduce(rMin, keepdim, dim) }
+
+// Argmax returns int64 indices of the maximum along dim.
+func (t *Tensor) Argmax(dim int64, keepdim bool) *Tensor { return t.reduce(rArgmax, keepdim, []int64{dim}) }
+
+// Argmin returns int64 indices of the minimum along dim.
+func (t *Tensor) Argmin(dim int64, keepdim bool) *Tensor { return t.reduce(rArgmin, keepdim, []int64{dim}) }
+
+// LogSumExp returns log Σ exp over dims.
+func (t *Tensor) LogSumExp(keepdim bool, dims ...int64) *Tensor {
+	return t.reduce(rLogsumexp, keepdim, dims)
+}
+
+// Softmax along dim.
+func (t *Tensor) Softmax(dim int64) *Tensor { return t.softmax(0, dim) }
+
+// LogSoftmax along dim.
+func (t *Tensor) LogSoftmax(dim int64) *Tensor { return t.softmax(1, dim) }
+
+func (t *Tensor) softmax(log int, dim int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	op := "softmax"
+	if log == 1 {
+		op = "log_softmax"
+	}
+	return result(op, h, C.pt_softmax(C.int(log), t.h, C.int64_t(dim), &h), t)
+}
+
+// Clamp limits values to [lo, hi]; pass math.Inf to leave a side open.
+func (t *Tensor) Clamp(lo, hi float64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	hasLo, hasHi := C.int(1), C.int(1)
+	if lo < -1e308 {
+		hasLo = 0
+	}
+	if hi > 1e308 {
+		hasHi = 0
+	}
+	var h C.pt_tensor
+	return result("clamp", h, C.pt_clamp(t.h, C.double(lo), C.double(hi), hasLo, hasHi, &h), t)
+}
+
+// ---- shape ----
+
+// To moves or converts t; dtype -1 keeps the element type.
+func (t *Tensor) To(dev Device, dtype DType) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("to", h, C.pt_to(t.h, C.int(dev.Type), C.int(dev.Index), C.int(dtype), &h), t)
+}
+
+// ToDevice moves t to dev keeping its dtype.
+func (t *Tensor) ToDevice(dev Device) *Tensor { return t.To(dev, -1) }
+
+// ToDType converts t's elements keeping its device.
+func (t *Tensor) ToDType(d DType) *Tensor { return t.To(t.Device(), d) }
+
+// Reshape returns t with a new shape (-1 infers one dimension); a view when possible.
+func (t *Tensor) Reshape(shape ...int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("reshape", h, C.pt_reshape(t.h, int64s(shape), C.int(len(shape)), &h), t)
+}
+
+// View is Reshape (libtorch returns a view when the layout allows).
+func (t *Tensor) View(shape ...int64) *Tensor { return t.Reshape(shape...) }
+
+// Permute reorders dimensions.
+func (t *Tensor) Permute(dims ...int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("permute", h, C.pt_permute(t.h, int64s(dims), C.int(len(dims)), &h), t)
+}
+
+// Transpose swaps two dimensions.
+func (t *Tensor) Transpose(a, b int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("transpose", h, C.pt_transpose(t.h, C.int64_t(a), C.int64_t(b), &h), t)
+}
+
+// T transposes a 2-D tensor.
+func (t *Tensor) T() *Tensor { return t.Transpose(0, 1) }
+
+// Narrow returns length elements of dim starting at start (a view).
+func (t *Tensor) Narrow(dim, start, length int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("narrow", h, C.pt_narrow(t.h, C.int64_t(dim), C.int64_t(start), C.int64_t(length), &h), t)
+}
+
+// Slice returns elements start, start+step, ... < end of dim (a view).
+func (t *Tensor) Slice(dim, start, end, step int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	e := C.pt_slice(t.h, C.int64_t(dim), C.int64_t(start), C.int64_t(end), C.int64_t(step), &h)
+	return result("slice", h, e, t)
+}
+
+// Select returns index i of dim, removing that dimension.
+func (t *Tensor) Select(dim, i int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("select", h, C.pt_select(t.h, C.int64_t(dim), C.int64_t(i), &h), t)
+}
+
+// IndexSelect gathers the entries of dim listed in the int64 tensor index.
+func (t *Tensor) IndexSelect(dim int64, index *Tensor) *Tensor {
+	if err := firstErr(t, index); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("index_select", h, C.pt_index_select(t.h, C.int64_t(dim), index.h, &h), t, index)
+}
+
+// Unsqueeze inserts a dimension of size 1.
+func (t *Tensor) Unsqueeze(dim int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("unsqueeze", h, C.pt_unsqueeze(t.h, C.int64_t(dim), &h), t)
+}
+
+// Squeeze removes dim if its size is 1.
+func (t *Tensor) Squeeze(dim int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("squeeze", h, C.pt_squeeze(t.h, C.int64_t(dim), &h), t)
+}
+
+// Flatten merges dims start..end (inclusive; -1 for the last).
+func (t *Tensor) Flatten(start, end int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("flatten", h, C.pt_flatten(t.h, C.int64_t(start), C.int64_t(end), &h), t)
+}
+
+// Expand broadcasts t to shape without copying (-1 keeps a dimension).
+func (t *Tensor) Expand(shape ...int64) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("expand", h, C.pt_expand(t.h, int64s(shape), C.int(len(shape)), &h), t)
+}
+
+// Contiguous returns t in row-major layout (a copy only when needed).
+func (t *Tensor) Contiguous() *Tensor { return t.contiguous(0) }
+
+// ChannelsLast returns a 4-D tensor in NHWC memory layout (same logical shape), which oneDNN
+// convolutions run faster on.
+func (t *Tensor) ChannelsLast() *Tensor { return t.contiguous(1) }
+
+func (t *Tensor) contiguous(cl int) *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("contiguous", h, C.pt_contiguous(t.h, C.int(cl), &h), t)
+}
+
+func joinTensors(op string, ts []*Tensor, dim int64, stack int) *Tensor {
+	if len(ts) == 0 {
+		return errTensor(&Error{Op: op, Msg: "no tensors"})
+	}
+	if err := firstErr(ts...); err != nil {
+		return errTensor(err)
+	}
+	hs := make([]C.pt_tensor, len(ts)) // C pointers only: fine to pass to C
+	for i, t := range ts {
+		hs[i] = t.h
+	}
+	var h C.pt_tensor
+	e := C.pt_cat(&hs[0], C.int(len(ts)), C.int64_t(dim), C.int(stack), &h)
+	return result(op, h, e, ts...)
+}
+
+// Cat concatenates tensors along an existing dimension.
+func Cat(ts []*Tensor, dim int64) *Tensor { return joinTensors("cat", ts, dim, 0) }
+
+// Stack joins tensors along a new dimension.
+func Stack(ts []*Tensor, dim int64) *Tensor { return joinTensors("stack", ts, dim, 1) }
+
+// Where picks a where cond is true, else b.
+func Where(cond, a, b *Tensor) *Tensor {
+	if err := firstErr(cond, a, b); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	return result("where", h, C.pt_where(cond.h, a.h, b.h, &h), cond, a, b)
+}
+
+// Addmm returns beta·self + alpha·(m1 @ m2).
+func Addmm(self, m1, m2 *Tensor, beta, alpha float64) *Tensor {
+	if err := firstErr(self, m1, m2); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	e := C.pt_addmm(self.h, m1.h, m2.h, C.double(beta), C.double(alpha), &h)
+	return result("addmm", h, e, self, m1, m2)
+}
+
+// AddmmOut writes beta·self + alpha·(m1 @ m2) into out without allocating (no autograd), for hot loops
+// such as the nearest-prototype search.
+func AddmmOut(out, self, m1, m2 *Tensor, beta, alpha float64) error {
+	if err := firstErr(out, self, m1, m2); err != nil {
+		return err
+	}
+	return cerr("addmm_out", C.pt_addmm_out(out.h, self.h, m1.h, m2.h, C.double(beta), C.double(alpha)))
+}
+
+// TopK returns the k largest (or smallest) values along dim, sorted, and their int64 indices.
+func (t *Tensor) TopK(k, dim int64, largest bool) (values, indices *Tensor) {
+	if err := t.Err(); err != nil {
+		return errTensor(err), errTensor(err)
+	}
+	var v, i C.pt_tensor
+	l := 0
+	if largest {
+		l = 1
+	}
+	if err := cerr("topk", C.pt_topk(t.h, C.int64_t(k), C.int64_t(dim), C.int(l), &v, &i)); err != nil {
+		return errTensor(err), errTensor(err)
+	}
+	s := scopeOf(t)
+	return newTensor(v, s), newTensor(i, s)
+}
+
+// ---- autograd ----
+
+// SetRequiresGrad turns gradient recording for t on or off; t must be a leaf. It returns t.
+func (t *Tensor) SetRequiresGrad(on bool) *Tensor {
+	if err := t.Err(); err != nil {
+		return t
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	if err := cerr("requires_grad", C.pt_set_requires_grad(t.h, C.int(v))); err != nil {
+		return errTensor(err)
+	}
+	return t
+}
+
+// Grad returns the accumulated gradient of t (owned by the caller), or nil when there is none.
+func (t *Tensor) Grad() *Tensor {
+	if err := t.Err(); err != nil {
+		return errTensor(err)
+	}
+	var h C.pt_tensor
+	if err := cerr("grad", C.pt_grad(t.h, &h)); err != nil {
+		return errTensor(err)
+	}
+	if h == nil {
+		return nil
+	}
+	return newTensor(h, nil)
+}
+
+// ZeroGrad drops t's accumulated gradient.
+func (t *Tensor) ZeroGrad() error {
+	if err := t.Err(); err != nil {
+		return err
+	}
+	return cerr("zero_grad", C.pt_zero_grad(t.h))
+}
+
+// Backward computes gradients of the scalar t with respect to every leaf that requires them.
+func (t *Tensor) Backward() error {
+	if err := t.Err(); err != nil {
+		return err
+	}
+	return cerr("backward", C.pt_backward(t.h, nil, 0))
+}
+
+// BackwardWith backpropagates a given upstream gradient (for non-scalar t).
+func (t *Tensor) BackwardWith(grad *Tensor, retainGraph bool) error {
+	if err := firstErr(t, grad); err != nil {
+		return err
+	}
+	r := 0
+	if retainGraph {
+		r = 1
+	}
+	return cerr("backward", C.pt_backward(t.h, grad.h, C.int(r)))
+}
+
+// CopyFrom copies src's values into t in place (without recording gradients), broadcasting and
+// converting dtype/device as needed. Used to load weights into parameters.
+func (t *Tensor) CopyFrom(src *Tensor) error {
+	if err := firstErr(t, src); err != nil {
+		return err
+	}
+	return cerr("copy_", C.pt_copy_(t.h, src.h))
+}

@@ -1,0 +1,480 @@
+// Implementation of the C ABI in shim.h. Kept thin: argument conversion, a call into libtorch, and
+// exception-to-error translation. All model, loss and training logic lives in Go.
+#include "shim.h"
+
+#include <torch/torch.h>
+#include <torch/script.h>
+
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+char* dupmsg(const char* s) {
+  size_t n = std::strlen(s);
+  char* p = (char*)std::malloc(n + 1);
+  if (p) std::memcpy(p, s, n + 1);
+  return p;
+}
+
+inline at::Tensor& T(pt_tensor t) { return *static_cast<at::Tensor*>(t); }
+inline pt_tensor wrap(at::Tensor t) { return static_cast<pt_tensor>(new at::Tensor(std::move(t))); }
+inline at::Tensor opt(pt_tensor t) { return t ? T(t) : at::Tensor(); }
+inline at::IntArrayRef ref(const int64_t* p, int n) { return at::IntArrayRef(p, (size_t)n); }
+
+c10::Device device(int type, int idx) {
+  if (type == 1) return c10::Device(c10::kCUDA, (c10::DeviceIndex)idx);
+  return c10::Device(c10::kCPU);
+}
+
+}  // namespace
+
+#define BEGIN try {
+#define END                                                            \
+  }                                                                    \
+  catch (const c10::Error& e) {                                        \
+    return dupmsg(e.what_without_backtrace());                         \
+  }                                                                    \
+  catch (const std::exception& e) {                                    \
+    return dupmsg(e.what());                                           \
+  }                                                                    \
+  catch (...) {                                                        \
+    return dupmsg("unknown C++ exception");                            \
+  }                                                                    \
+  return nullptr;
+
+extern "C" {
+
+char* pt_version(char* buf, int n) {
+  std::snprintf(buf, n, "%d.%d.%d", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
+  return buf;
+}
+int pt_cuda_available(void) { try { return torch::cuda::is_available() ? 1 : 0; } catch (...) { return 0; } }
+int pt_cuda_device_count(void) { try { return (int)torch::cuda::device_count(); } catch (...) { return 0; } }
+void pt_set_num_threads(int n) { try { at::set_num_threads(n); } catch (...) {} }
+int pt_get_num_threads(void) { return at::get_num_threads(); }
+char* pt_manual_seed(uint64_t seed) { BEGIN torch::manual_seed(seed); END }
+void pt_set_grad_enabled(int on) { c10::GradMode::set_enabled(on != 0); }
+int pt_is_grad_enabled(void) { return c10::GradMode::is_enabled() ? 1 : 0; }
+char* pt_get_rng_state(pt_tensor* out) {
+  BEGIN
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  *out = wrap(gen.get_state());
+  END
+}
+char* pt_set_rng_state(pt_tensor state) {
+  BEGIN
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(T(state));
+  END
+}
+
+void pt_free(pt_tensor t) { delete static_cast<at::Tensor*>(t); }
+int pt_defined(pt_tensor t) { return t && T(t).defined() ? 1 : 0; }
+int pt_dim(pt_tensor t) { return (int)T(t).dim(); }
+void pt_sizes(pt_tensor t, int64_t* out) {
+  auto s = T(t).sizes();
+  for (size_t i = 0; i < s.size(); i++) out[i] = s[i];
+}
+int pt_dtype(pt_tensor t) { return (int)T(t).scalar_type(); }
+void pt_device(pt_tensor t, int* type, int* index) {
+  auto d = T(t).device();
+  *type = d.is_cuda() ? 1 : 0;
+  *index = d.has_index() ? d.index() : 0;
+}
+int64_t pt_numel(pt_tensor t) { return T(t).numel(); }
+int pt_requires_grad(pt_tensor t) { return T(t).requires_grad() ? 1 : 0; }
+int pt_is_contiguous(pt_tensor t) { return T(t).is_contiguous() ? 1 : 0; }
+void* pt_data_ptr(pt_tensor t) { return T(t).data_ptr(); }
+
+char* pt_from_data(const void* data, const int64_t* shape, int ndim, int dtype, pt_tensor* out) {
+  BEGIN
+  auto opts = at::TensorOptions().dtype((at::ScalarType)dtype);
+  auto t = at::empty(ref(shape, ndim), opts);
+  std::memcpy(t.data_ptr(), data, t.nbytes());
+  *out = wrap(t);
+  END
+}
+char* pt_copy_to(pt_tensor t, void* dst, int64_t nbytes) {
+  BEGIN
+  at::Tensor c = T(t).detach().to(at::kCPU).contiguous();
+  if ((int64_t)c.nbytes() != nbytes)
+    throw std::runtime_error("copy_to: destination holds " + std::to_string(nbytes) + " bytes, tensor has " +
+                             std::to_string(c.nbytes()));
+  std::memcpy(dst, c.data_ptr(), nbytes);
+  END
+}
+char* pt_full(const int64_t* shape, int ndim, double value, int dtype, int devtype, int devidx, pt_tensor* out) {
+  BEGIN
+  auto opts = at::TensorOptions().dtype((at::ScalarType)dtype).device(device(devtype, devidx));
+  *out = wrap(at::full(ref(shape, ndim), value, opts));
+  END
+}
+char* pt_rand(int kind, const int64_t* shape, int ndim, int dtype, int devtype, int devidx, pt_tensor* out) {
+  BEGIN
+  auto opts = at::TensorOptions().dtype((at::ScalarType)dtype).device(device(devtype, devidx));
+  *out = wrap(kind == 0 ? at::randn(ref(shape, ndim), opts) : at::rand(ref(shape, ndim), opts));
+  END
+}
+char* pt_arange(int64_t n, int dtype, pt_tensor* out) {
+  BEGIN *out = wrap(at::arange(n, at::TensorOptions().dtype((at::ScalarType)dtype))); END
+}
+char* pt_to(pt_tensor t, int devtype, int devidx, int dtype, pt_tensor* out) {
+  BEGIN
+  *out = wrap(T(t).to(device(devtype, devidx), dtype < 0 ? T(t).scalar_type() : (at::ScalarType)dtype));
+  END
+}
+char* pt_shallow(pt_tensor t, pt_tensor* out) { BEGIN *out = wrap(T(t)); END }
+char* pt_item(pt_tensor t, double* out) { BEGIN *out = T(t).item<double>(); END }
+
+char* pt_set_requires_grad(pt_tensor t, int on) { BEGIN T(t).requires_grad_(on != 0); END }
+char* pt_grad(pt_tensor t, pt_tensor* out) {
+  BEGIN
+  auto g = T(t).grad();
+  *out = g.defined() ? wrap(g) : nullptr;
+  END
+}
+char* pt_zero_grad(pt_tensor t) {
+  BEGIN
+  auto& g = T(t).mutable_grad();
+  if (g.defined()) g = at::Tensor();
+  END
+}
+char* pt_backward(pt_tensor t, pt_tensor grad, int retain_graph) {
+  BEGIN T(t).backward(opt(grad), retain_graph != 0); END
+}
+char* pt_copy_(pt_tensor dst, pt_tensor src) {
+  BEGIN
+  at::NoGradGuard g;
+  T(dst).copy_(T(src));
+  END
+}
+
+char* pt_reshape(pt_tensor t, const int64_t* shape, int ndim, pt_tensor* out) {
+  BEGIN *out = wrap(T(t).reshape(ref(shape, ndim))); END
+}
+char* pt_permute(pt_tensor t, const int64_t* dims, int ndim, pt_tensor* out) {
+  BEGIN *out = wrap(T(t).permute(ref(dims, ndim))); END
+}
+char* pt_transpose(pt_tensor t, int64_t a, int64_t b, pt_tensor* out) { BEGIN *out = wrap(T(t).transpose(a, b)); END }
+char* pt_narrow(pt_tensor t, int64_t dim, int64_t start, int64_t length, pt_tensor* out) {
+  BEGIN *out = wrap(T(t).narrow(dim, start, length)); END
+}
+char* pt_slice(pt_tensor t, int64_t dim, int64_t start, int64_t end, int64_t step, pt_tensor* out) {
+  BEGIN *out = wrap(T(t).slice(dim, start, end, step)); END
+}
+char* pt_select(pt_tensor t, int64_t dim, int64_t index, pt_tensor* out) { BEGIN *out = wrap(T(t).select(dim, index)); END }
+char* pt_index_select(pt_tensor t, int64_t dim, pt_tensor index, pt_tensor* out) {
+  BEGIN *out = wrap(T(t).index_select(dim, T(index))); END
+}
+char* pt_cat(const pt_tensor* ts, int n, int64_t dim, int stack, pt_tensor* out) {
+  BEGIN
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (int i = 0; i < n; i++) v.push_back(T(ts[i]));
+  *out = wrap(stack ? at::stack(v, dim) : at::cat(v, dim));
+  END
+}
+char* pt_unsqueeze(pt_tensor t, int64_t dim, pt_tensor* out) { BEGIN *out = wrap(T(t).unsqueeze(dim)); END }
+char* pt_squeeze(pt_tensor t, int64_t dim, pt_tensor* out) { BEGIN *out = wrap(T(t).squeeze(dim)); END }
+char* pt_flatten(pt_tensor t, int64_t start, int64_t end, pt_tensor* out) {
+  BEGIN *out = wrap(T(t).flatten(start, end)); END
+}
+char* pt_expand(pt_tensor t, const int64_t* shape, int ndim, pt_tensor* out) {
+  BEGIN *out = wrap(T(t).expand(ref(shape, ndim))); END
+}
+char* pt_contiguous(pt_tensor t, int channels_last, pt_tensor* out) {
+  BEGIN
+  *out = wrap(T(t).contiguous(channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+  END
+}
+
+// Op codes must match ops.go.
+char* pt_unary(int op, pt_tensor t, pt_tensor* out) {
+  BEGIN
+  const at::Tensor& x = T(t);
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::relu(x); break;
+    case 1: r = at::sqrt(x); break;
+    case 2: r = at::exp(x); break;
+    case 3: r = at::log(x); break;
+    case 4: r = at::neg(x); break;
+    case 5: r = at::sigmoid(x); break;
+    case 6: r = at::tanh(x); break;
+    case 7: r = at::abs(x); break;
+    case 8: r = at::square(x); break;
+    case 9: r = x.detach(); break;
+    case 10: r = x.clone(); break;
+    case 11: r = at::isfinite(x).all(); break;
+    case 12: r = at::leaky_relu(x, 0.1); break;
+    case 13: r = at::zeros_like(x); break;
+    case 14: r = at::ones_like(x); break;
+    default: throw std::runtime_error("unknown unary op " + std::to_string(op));
+  }
+  *out = wrap(r);
+  END
+}
+char* pt_binary(int op, pt_tensor a, pt_tensor b, pt_tensor* out) {
+  BEGIN
+  const at::Tensor& x = T(a);
+  const at::Tensor& y = T(b);
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::add(x, y); break;
+    case 1: r = at::sub(x, y); break;
+    case 2: r = at::mul(x, y); break;
+    case 3: r = at::div(x, y); break;
+    case 4: r = at::matmul(x, y); break;
+    case 5: r = at::mm(x, y); break;
+    case 6: r = at::pow(x, y); break;
+    case 7: r = at::eq(x, y); break;
+    case 8: r = at::maximum(x, y); break;
+    case 9: r = at::minimum(x, y); break;
+    case 10: r = at::bmm(x, y); break;
+    case 11: r = at::gt(x, y); break;
+    case 12: r = at::lt(x, y); break;
+    default: throw std::runtime_error("unknown binary op " + std::to_string(op));
+  }
+  *out = wrap(r);
+  END
+}
+char* pt_scalar(int op, pt_tensor t, double s, pt_tensor* out) {
+  BEGIN
+  const at::Tensor& x = T(t);
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::add(x, s); break;
+    case 1: r = at::mul(x, s); break;
+    case 2: r = at::pow(x, s); break;
+    case 3: r = at::div(x, s); break;
+    case 4: r = at::eq(x, s); break;
+    case 5: r = at::gt(x, s); break;
+    case 6: r = at::lt(x, s); break;
+    case 7: r = at::fill(x, s); break;
+    default: throw std::runtime_error("unknown scalar op " + std::to_string(op));
+  }
+  *out = wrap(r);
+  END
+}
+char* pt_reduce(int op, pt_tensor t, const int64_t* dims, int ndims, int keepdim, pt_tensor* out) {
+  BEGIN
+  const at::Tensor& x = T(t);
+  bool all = ndims == 0;
+  at::Tensor r;
+  switch (op) {
+    case 0: r = all ? x.sum() : x.sum(ref(dims, ndims), keepdim != 0); break;
+    case 1: r = all ? x.mean() : x.mean(ref(dims, ndims), keepdim != 0); break;
+    case 2: r = all ? x.max() : std::get<0>(x.max(dims[0], keepdim != 0)); break;
+    case 3: r = all ? x.min() : std::get<0>(x.min(dims[0], keepdim != 0)); break;
+    case 4: r = all ? x.argmax() : x.argmax(dims[0], keepdim != 0); break;
+    case 5: r = all ? x.argmin() : x.argmin(dims[0], keepdim != 0); break;
+    case 6: r = at::logsumexp(x, all ? at::IntArrayRef{} : ref(dims, ndims), keepdim != 0); break;
+    case 7: r = all ? x.var() : x.var(ref(dims, ndims), /*unbiased=*/true, keepdim != 0); break;
+    default: throw std::runtime_error("unknown reduction " + std::to_string(op));
+  }
+  *out = wrap(r);
+  END
+}
+char* pt_softmax(int log, pt_tensor t, int64_t dim, pt_tensor* out) {
+  BEGIN *out = wrap(log ? at::log_softmax(T(t), dim) : at::softmax(T(t), dim)); END
+}
+char* pt_addmm(pt_tensor self, pt_tensor m1, pt_tensor m2, double beta, double alpha, pt_tensor* out) {
+  BEGIN *out = wrap(at::addmm(T(self), T(m1), T(m2), beta, alpha)); END
+}
+char* pt_addmm_out(pt_tensor out, pt_tensor self, pt_tensor m1, pt_tensor m2, double beta, double alpha) {
+  BEGIN
+  at::NoGradGuard g;
+  at::addmm_out(T(out), T(self), T(m1), T(m2), beta, alpha);
+  END
+}
+char* pt_topk(pt_tensor t, int64_t k, int64_t dim, int largest, pt_tensor* values, pt_tensor* indices) {
+  BEGIN
+  auto r = at::topk(T(t), k, dim, largest != 0, /*sorted=*/true);
+  *values = wrap(std::get<0>(r));
+  *indices = wrap(std::get<1>(r));
+  END
+}
+char* pt_where(pt_tensor cond, pt_tensor a, pt_tensor b, pt_tensor* out) {
+  BEGIN *out = wrap(at::where(T(cond), T(a), T(b))); END
+}
+
+char* pt_conv2d(pt_tensor x, pt_tensor w, pt_tensor b, const int64_t* stride, const int64_t* padding,
+                const int64_t* dilation, int64_t groups, pt_tensor* out) {
+  BEGIN
+  *out = wrap(at::conv2d(T(x), T(w), opt(b), ref(stride, 2), ref(padding, 2), ref(dilation, 2), groups));
+  END
+}
+char* pt_batch_norm(pt_tensor x, pt_tensor w, pt_tensor b, pt_tensor rm, pt_tensor rv, int training,
+                    double momentum, double eps, pt_tensor* out) {
+  BEGIN
+  *out = wrap(at::batch_norm(T(x), opt(w), opt(b), opt(rm), opt(rv), training != 0, momentum, eps,
+                             /*cudnn_enabled=*/true));
+  END
+}
+char* pt_max_pool2d(pt_tensor x, const int64_t* k, const int64_t* s, const int64_t* p, int ceil_mode, pt_tensor* out) {
+  BEGIN *out = wrap(at::max_pool2d(T(x), ref(k, 2), ref(s, 2), ref(p, 2), {1, 1}, ceil_mode != 0)); END
+}
+char* pt_avg_pool2d(pt_tensor x, const int64_t* k, const int64_t* s, const int64_t* p, pt_tensor* out) {
+  BEGIN *out = wrap(at::avg_pool2d(T(x), ref(k, 2), ref(s, 2), ref(p, 2))); END
+}
+char* pt_adaptive_avg_pool2d(pt_tensor x, int64_t h, int64_t w, pt_tensor* out) {
+  BEGIN *out = wrap(at::adaptive_avg_pool2d(T(x), {h, w})); END
+}
+char* pt_linear(pt_tensor x, pt_tensor w, pt_tensor b, pt_tensor* out) {
+  BEGIN *out = wrap(at::linear(T(x), T(w), opt(b))); END
+}
+char* pt_dropout(pt_tensor x, double p, int train, pt_tensor* out) {
+  BEGIN *out = wrap(at::dropout(T(x), p, train != 0)); END
+}
+char* pt_cross_entropy(pt_tensor logits, pt_tensor target, double label_smoothing, int reduction, pt_tensor* out) {
+  BEGIN
+  *out = wrap(at::cross_entropy_loss(T(logits), T(target), {}, reduction, -100, label_smoothing));
+  END
+}
+char* pt_nll_loss(pt_tensor logp, pt_tensor target, int reduction, pt_tensor* out) {
+  BEGIN *out = wrap(at::nll_loss(T(logp), T(target), {}, reduction, -100)); END
+}
+char* pt_normalize(pt_tensor x, double p, int64_t dim, double eps, pt_tensor* out) {
+  BEGIN
+  namespace F = torch::nn::functional;
+  *out = wrap(F::normalize(T(x), F::NormalizeFuncOptions().p(p).dim(dim).eps(eps)));
+  END
+}
+char* pt_cosine_similarity(pt_tensor a, pt_tensor b, int64_t dim, double eps, pt_tensor* out) {
+  BEGIN *out = wrap(at::cosine_similarity(T(a), T(b), dim, eps)); END
+}
+// Pairwise squared euclidean distances between rows: a [N,D], b [M,D] -> [N,M], computed as
+// |a|^2 + |b|^2 - 2 a b^T (one matrix product), clamped at 0; differentiable in a and b.
+char* pt_sq_dist(pt_tensor a, pt_tensor b, pt_tensor* out) {
+  BEGIN
+  const at::Tensor& x = T(a);
+  const at::Tensor& y = T(b);
+  if (x.dim() != 2 || y.dim() != 2 || x.size(1) != y.size(1))
+    throw std::runtime_error("sq_dist: want [N,D] and [M,D], got " + c10::str(x.sizes()) + " and " + c10::str(y.sizes()));
+  auto xx = x.pow(2).sum(1, true);
+  auto yy = y.pow(2).sum(1, true).t();
+  *out = wrap(at::addmm(xx + yy, x, y.t(), 1.0, -2.0).clamp_min(0));
+  END
+}
+char* pt_clamp(pt_tensor t, double lo, double hi, int has_lo, int has_hi, pt_tensor* out) {
+  BEGIN
+  c10::optional<at::Scalar> l, h;
+  if (has_lo) l = lo;
+  if (has_hi) h = hi;
+  *out = wrap(at::clamp(T(t), l, h));
+  END
+}
+
+// ---- optimizers ----
+struct Optim {
+  int kind;  // 0 sgd, 1 adam, 2 adamw
+  std::unique_ptr<torch::optim::Optimizer> opt;
+};
+
+char* pt_optim_new(int kind, const pt_tensor* params, int n, double lr, double momentum, double dampening,
+                   double weight_decay, int nesterov, double beta1, double beta2, double eps, pt_optim* out) {
+  BEGIN
+  std::vector<at::Tensor> ps;
+  for (int i = 0; i < n; i++) ps.push_back(T(params[i]));
+  auto o = std::make_unique<Optim>();
+  o->kind = kind;
+  switch (kind) {
+    case 0:
+      o->opt = std::make_unique<torch::optim::SGD>(
+          ps, torch::optim::SGDOptions(lr).momentum(momentum).dampening(dampening).weight_decay(weight_decay).nesterov(nesterov != 0));
+      break;
+    case 1:
+      o->opt = std::make_unique<torch::optim::Adam>(
+          ps, torch::optim::AdamOptions(lr).betas({beta1, beta2}).eps(eps).weight_decay(weight_decay));
+      break;
+    case 2:
+      o->opt = std::make_unique<torch::optim::AdamW>(
+          ps, torch::optim::AdamWOptions(lr).betas({beta1, beta2}).eps(eps).weight_decay(weight_decay));
+      break;
+    default:
+      throw std::runtime_error("unknown optimizer kind " + std::to_string(kind));
+  }
+  *out = o.release();
+  END
+}
+void pt_optim_free(pt_optim o) { delete static_cast<Optim*>(o); }
+char* pt_optim_step(pt_optim o) { BEGIN static_cast<Optim*>(o)->opt->step(); END }
+char* pt_optim_zero_grad(pt_optim o) { BEGIN static_cast<Optim*>(o)->opt->zero_grad(); END }
+char* pt_optim_set_lr(pt_optim o, double lr) {
+  BEGIN
+  for (auto& g : static_cast<Optim*>(o)->opt->param_groups()) g.options().set_lr(lr);
+  END
+}
+double pt_optim_get_lr(pt_optim o) {
+  auto& gs = static_cast<Optim*>(o)->opt->param_groups();
+  return gs.empty() ? 0 : gs[0].options().get_lr();
+}
+char* pt_optim_save(pt_optim o, char** buf, int64_t* n) {
+  BEGIN
+  torch::serialize::OutputArchive ar;
+  static_cast<Optim*>(o)->opt->save(ar);
+  std::ostringstream ss;
+  ar.save_to(ss);
+  std::string s = ss.str();
+  *buf = (char*)std::malloc(s.size() ? s.size() : 1);
+  std::memcpy(*buf, s.data(), s.size());
+  *n = (int64_t)s.size();
+  END
+}
+char* pt_optim_load(pt_optim o, const char* buf, int64_t n) {
+  BEGIN
+  torch::serialize::InputArchive ar;
+  ar.load_from(buf, (size_t)n);
+  static_cast<Optim*>(o)->opt->load(ar);
+  END
+}
+void pt_buf_free(char* buf) { std::free(buf); }
+
+// ---- TorchScript ----
+char* pt_jit_load(const char* path, int devtype, int devidx, pt_module* out) {
+  BEGIN
+  auto m = std::make_unique<torch::jit::Module>(torch::jit::load(path, device(devtype, devidx)));
+  *out = m.release();
+  END
+}
+void pt_jit_free(pt_module m) { delete static_cast<torch::jit::Module*>(m); }
+char* pt_jit_forward(pt_module m, pt_tensor x, pt_tensor* out) {
+  BEGIN
+  std::vector<torch::jit::IValue> in{T(x)};
+  auto r = static_cast<torch::jit::Module*>(m)->forward(in);
+  if (!r.isTensor()) throw std::runtime_error("TorchScript forward did not return a single tensor");
+  *out = wrap(r.toTensor());
+  END
+}
+char* pt_jit_train(pt_module m, int on) { BEGIN static_cast<torch::jit::Module*>(m)->train(on != 0); END }
+char* pt_jit_save(pt_module m, const char* path) { BEGIN static_cast<torch::jit::Module*>(m)->save(path); END }
+char* pt_jit_to(pt_module m, int devtype, int devidx) {
+  BEGIN static_cast<torch::jit::Module*>(m)->to(device(devtype, devidx)); END
+}
+char* pt_jit_named(pt_module m, int buffers, char** names, pt_tensor** ts, int* n) {
+  BEGIN
+  auto* mod = static_cast<torch::jit::Module*>(m);
+  std::vector<std::pair<std::string, at::Tensor>> items;
+  if (buffers) {
+    for (const auto& b : mod->named_buffers(true)) items.emplace_back(b.name, b.value);
+  } else {
+    for (const auto& p : mod->named_parameters(true)) items.emplace_back(p.name, p.value);
+  }
+  std::string joined;
+  for (size_t i = 0; i < items.size(); i++) {
+    if (i) joined += '\n';
+    joined += items[i].first;
+  }
+  *names = dupmsg(joined.c_str());
+  *ts = (pt_tensor*)std::malloc(sizeof(pt_tensor) * (items.size() ? items.size() : 1));
+  for (size_t i = 0; i < items.size(); i++) (*ts)[i] = wrap(items[i].second);
+  *n = (int)items.size();
+  END
+}
+
+}  // extern "C"

@@ -1,0 +1,225 @@
+// Package torch is protoherb's binding to libtorch: tensors, the operations neural networks need
+// (with autograd), optimizers, TorchScript modules, devices and threads.
+//
+// It calls a thin C ABI shim (shim.h, shim.cpp) through cgo; every C++ exception comes back as a Go
+// error carrying libtorch's message, so no call crashes the process on bad arguments.
+//
+// # Errors
+//
+// Operations return *Tensor and never panic. When an operation fails, or one of its inputs carries an
+// error, the result carries the error instead of data, and every later operation passes it on: check
+// Err (or the error from Float32s, Item, ...) once at the end of a computation, as with bufio.Scanner.
+//
+// # Memory
+//
+// libtorch memory is not seen by Go's garbage collector, so tensors are freed explicitly. A Scope owns
+// the tensors created in it: Close frees them all, which keeps a training step's memory flat. The
+// result of an operation belongs to the scope of its first input that has one; with none (e.g. an
+// operation on parameters only) the caller owns it and calls Free. A finalizer frees tensors that were
+// forgotten, but only as a safety net: the collector does not know how much C memory a tensor holds.
+//
+// # Threads
+//
+// libtorch's grad mode is per OS thread; NoGrad locks the goroutine to its thread for its duration.
+//
+// # Building against another libtorch
+//
+// The cgo flags default to Debian's libtorch-dev. Point the build at an unpacked libtorch (a CUDA
+// build, say) with CGO_CXXFLAGS/CGO_LDFLAGS, which the Makefile sets from LIBTORCH=<folder>.
+package torch
+
+/*
+#cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -Wno-deprecated-declarations
+#cgo LDFLAGS: -ltorch -ltorch_cpu -lc10 -lstdc++
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"unsafe"
+)
+
+// Error is a failure reported by libtorch (or by this package's argument checks).
+type Error struct {
+	Op  string // the operation, e.g. "conv2d"
+	Msg string // libtorch's message
+}
+
+func (e *Error) Error() string { return "torch: " + e.Op + ": " + e.Msg }
+
+// ErrFreed is returned when a tensor is used after it was freed (directly or by its scope).
+var ErrFreed = errors.New("torch: tensor used after Free")
+
+// cerr converts a malloc'd C error string into an error and frees it.
+func cerr(op string, s *C.char) error {
+	if s == nil {
+		return nil
+	}
+	msg := strings.TrimSpace(C.GoString(s))
+	C.free(unsafe.Pointer(s))
+	return &Error{Op: op, Msg: msg}
+}
+
+// Version returns the linked libtorch version, e.g. "1.13.1".
+func Version() string {
+	var buf [32]C.char
+	C.pt_version(&buf[0], 32)
+	return C.GoString(&buf[0])
+}
+
+// CUDAAvailable reports whether the linked libtorch has CUDA and sees a device.
+func CUDAAvailable() bool { return C.pt_cuda_available() != 0 }
+
+// CUDADeviceCount returns the number of visible CUDA devices (0 without CUDA).
+func CUDADeviceCount() int { return int(C.pt_cuda_device_count()) }
+
+// SetNumThreads sets libtorch's intra-op thread count (n <= 0 leaves it unchanged).
+func SetNumThreads(n int) {
+	if n > 0 {
+		C.pt_set_num_threads(C.int(n))
+	}
+}
+
+// NumThreads returns libtorch's intra-op thread count.
+func NumThreads() int { return int(C.pt_get_num_threads()) }
+
+// ManualSeed seeds libtorch's random generators (parameter init, dropout, randn) for deterministic runs.
+func ManualSeed(seed uint64) error { return cerr("manual_seed", C.pt_manual_seed(C.uint64_t(seed))) }
+
+// NoGrad runs fn with gradient recording off on the calling goroutine's OS thread. Goroutines that
+// fn starts do not inherit it; use Detach on their inputs instead.
+func NoGrad(fn func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	prev := C.pt_is_grad_enabled()
+	C.pt_set_grad_enabled(0)
+	defer C.pt_set_grad_enabled(prev)
+	fn()
+}
+
+// RNGState returns a copy of libtorch's CPU generator state, for exact resume.
+func RNGState() ([]byte, error) {
+	var h C.pt_tensor
+	if err := cerr("get_rng_state", C.pt_get_rng_state(&h)); err != nil {
+		return nil, err
+	}
+	t := newTensor(h, nil)
+	defer t.Free()
+	return t.Uint8s()
+}
+
+// SetRNGState restores a state returned by RNGState.
+func SetRNGState(state []byte) error {
+	t := FromUint8(nil, state, int64(len(state)))
+	defer t.Free()
+	if t.err != nil {
+		return t.err
+	}
+	return cerr("set_rng_state", C.pt_set_rng_state(t.h))
+}
+
+// DeviceType is the kind of a device.
+type DeviceType int
+
+const (
+	CPUDevice  DeviceType = 0
+	CUDADevice DeviceType = 1
+)
+
+// Device is where a tensor lives.
+type Device struct {
+	Type  DeviceType
+	Index int
+}
+
+// CPU is the default device.
+var CPU = Device{Type: CPUDevice}
+
+// CUDA returns the i-th CUDA device.
+func CUDA(i int) Device { return Device{Type: CUDADevice, Index: i} }
+
+func (d Device) String() string {
+	if d.Type == CUDADevice {
+		return fmt.Sprintf("cuda:%d", d.Index)
+	}
+	return "cpu"
+}
+
+// ParseDevice parses "cpu", "cuda" or "cuda:N" and checks that the device is usable.
+func ParseDevice(s string) (Device, error) {
+	switch {
+	case s == "" || s == "cpu":
+		return CPU, nil
+	case s == "cuda" || strings.HasPrefix(s, "cuda:"):
+		idx := 0
+		if strings.HasPrefix(s, "cuda:") {
+			if _, err := fmt.Sscanf(s, "cuda:%d", &idx); err != nil {
+				return CPU, fmt.Errorf("device %q: bad index", s)
+			}
+		}
+		if !CUDAAvailable() {
+			return CPU, fmt.Errorf("device %q: the linked libtorch has no CUDA or sees no GPU (build with LIBTORCH=<CUDA libtorch>)", s)
+		}
+		if idx >= CUDADeviceCount() {
+			return CPU, fmt.Errorf("device %q: only %d CUDA devices", s, CUDADeviceCount())
+		}
+		return CUDA(idx), nil
+	}
+	return CPU, fmt.Errorf("device %q: want cpu, cuda or cuda:N", s)
+}
+
+// DType is a tensor element type; the values are libtorch's ScalarType codes.
+type DType int
+
+const (
+	Uint8   DType = 0
+	Int8    DType = 1
+	Int32   DType = 3
+	Int64   DType = 4
+	Float16 DType = 5
+	Float32 DType = 6
+	Float64 DType = 7
+	Bool    DType = 11
+)
+
+// Size returns the element size in bytes.
+func (d DType) Size() int {
+	switch d {
+	case Uint8, Int8, Bool:
+		return 1
+	case Float16:
+		return 2
+	case Int32, Float32:
+		return 4
+	case Int64, Float64:
+		return 8
+	}
+	return 0
+}
+
+func (d DType) String() string {
+	switch d {
+	case Uint8:
+		return "uint8"
+	case Int8:
+		return "int8"
+	case Int32:
+		return "int32"
+	case Int64:
+		return "int64"
+	case Float16:
+		return "float16"
+	case Float32:
+		return "float32"
+	case Float64:
+		return "float64"
+	case Bool:
+		return "bool"
+	}
+	return fmt.Sprintf("dtype(%d)", int(d))
+}
