@@ -30,8 +30,9 @@
 //
 // # Groups
 //
-// By training images per class: tail ≤ TailMax (default 10), medium ≤ MediumMax (default 100), head
-// above. A group's macro-F1 is the mean F1 over the union labels in the group, so the label-weighted
+// By training images per class: tail ≤ TailMax, medium ≤ MediumMax, head above. The defaults are the
+// bands package dataset reports (as in ImageNet-LT): tail fewer than 20 images (TailMax 19), medium
+// 20–100, head more than 100. A group's macro-F1 is the mean F1 over the union labels in the group, so the label-weighted
 // mean of the groups is the overall macro-F1.
 package eval
 
@@ -41,12 +42,14 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"protoherb/dataset"
 )
 
 // Defaults for Options.
 const (
-	DefaultTailMax   = 10
-	DefaultMediumMax = 100
+	DefaultTailMax   = dataset.TailMax - 1
+	DefaultMediumMax = dataset.HeadMin
 	DefaultTopGenera = 20
 )
 
@@ -448,7 +451,7 @@ func groupOf(n, tailMax, mediumMax int) string {
 
 // frequencyBins are the training-count bins of the F1-by-frequency chart.
 func frequencyBins() []GroupScore {
-	edges := [][2]int{{0, 0}, {1, 1}, {2, 3}, {4, 5}, {6, 10}, {11, 20}, {21, 50}, {51, 100}, {101, 200}, {201, 500}, {501, -1}}
+	edges := [][2]int{{0, 0}, {1, 1}, {2, 3}, {4, 5}, {6, 10}, {11, 19}, {20, 50}, {51, 100}, {101, 200}, {201, 500}, {501, -1}}
 	out := make([]GroupScore, len(edges))
 	for i, e := range edges {
 		out[i] = GroupScore{MinTrain: e[0], MaxTrain: e[1]}

@@ -224,18 +224,18 @@ func addSeries(p *gplot.Plot, name string, pts plotter.XYs, ci []float64, c colo
 	return nil
 }
 
-// runningMean averages each point with the window-1 points before it.
+// runningMean averages each point over a centred window of about window points (shorter at the
+// ends), so the smoothed curve does not lag behind the raw one.
 func runningMean(pts plotter.XYs, window int) plotter.XYs {
-	out := make(plotter.XYs, len(pts))
-	sum := 0.0
+	prefix := make([]float64, len(pts)+1)
 	for i, pt := range pts {
-		sum += pt.Y
-		n := i + 1
-		if i >= window {
-			sum -= pts[i-window].Y
-			n = window
-		}
-		out[i] = plotter.XY{X: pt.X, Y: sum / float64(n)}
+		prefix[i+1] = prefix[i] + pt.Y
+	}
+	half := window / 2
+	out := make(plotter.XYs, len(pts))
+	for i, pt := range pts {
+		lo, hi := max(0, i-half), min(len(pts), i+half+1)
+		out[i] = plotter.XY{X: pt.X, Y: (prefix[hi] - prefix[lo]) / float64(hi-lo)}
 	}
 	return out
 }

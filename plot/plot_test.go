@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"gonum.org/v1/plot/plotter"
+
 	"protoherb/metrics"
 )
 
@@ -135,4 +137,31 @@ func TestBarsAndHeatmap(t *testing.T) {
 	if _, err := BarsPNG(BarChart{}); err == nil {
 		t.Error("empty bar chart: no error")
 	}
+}
+
+func TestRunningMeanIsCentred(t *testing.T) {
+	var pts []float64
+	for i := range 9 {
+		pts = append(pts, float64(i))
+	}
+	in := make([]float64, len(pts))
+	copy(in, pts)
+	got := runningMean(toXYs(in), 3)
+	// A centred mean of a straight line is the line itself, except nothing lags.
+	for i := 1; i < len(in)-1; i++ {
+		if got[i].Y != in[i] {
+			t.Errorf("point %d: %v, want %v", i, got[i].Y, in[i])
+		}
+	}
+	if got[0].Y != 0.5 || got[8].Y != 7.5 {
+		t.Errorf("ends: %v %v, want 0.5 7.5", got[0].Y, got[8].Y)
+	}
+}
+
+func toXYs(ys []float64) plotter.XYs {
+	out := make(plotter.XYs, len(ys))
+	for i, y := range ys {
+		out[i] = plotter.XY{X: float64(i), Y: y}
+	}
+	return out
 }

@@ -45,6 +45,8 @@ func newRootCmd() *cobra.Command {
 	// One constructor per subcommand; each lives in its own file.
 	root.AddCommand(
 		newVersionCmd(),
+		newEvaluateCmd(),
+		newPlotCmd(),
 		newBenchCmd(),
 	)
 	return root
