@@ -198,8 +198,15 @@ func TestReadLabelsErrors(t *testing.T) {
 		_, err := ReadLabels(strings.NewReader(c.body), "sub.csv")
 		wantErr(t, err, c.parts...)
 	}
+	// A Kaggle solution's Usage column is ignored.
+	l := labels(t, "solution.csv", "Id,Predicted,Usage\n1,2,Public\n3,4,Private\n")
+	if len(l.IDs) != 2 || l.Class[1] != 4 {
+		t.Errorf("solution with Usage read as %+v", l)
+	}
+	_, err := ReadLabels(strings.NewReader("Id,Predicted,Usage\n1,2\n"), "solution.csv")
+	wantErr(t, err, "solution.csv:2", "2 fields, want 3")
 	// A byte order mark and spaces are tolerated.
-	l := labels(t, "bom.csv", "\ufeffId, Predicted\r\n 7 , 8\r\n")
+	l = labels(t, "bom.csv", "\ufeffId, Predicted\r\n 7 , 8\r\n")
 	if len(l.IDs) != 1 || l.IDs[0] != 7 || l.Class[0] != 8 || l.Line[0] != 2 {
 		t.Errorf("BOM file read as %+v", l)
 	}

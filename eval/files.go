@@ -129,7 +129,8 @@ func checkHeader(name string, got []string, want ...string) error {
 	return nil
 }
 
-// ReadLabels reads a CSV with header Id,Predicted. Every Id must be an integer and appear once, and
+// ReadLabels reads a CSV with header Id,Predicted (a Kaggle solution's extra Usage column is
+// allowed and ignored). Every Id must be an integer and appear once, and
 // every Predicted a non-negative integer; errors name the file and line.
 func ReadLabels(r io.Reader, name string) (*Labels, error) {
 	cr := newReader(r, name)
@@ -137,13 +138,18 @@ func ReadLabels(r io.Reader, name string) (*Labels, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkHeader(name, h, "Id", "Predicted"); err != nil {
+	// Kaggle solution files may carry a Usage column (Public/Private); it is ignored.
+	if len(h) != 3 || h[2] != "Usage" {
+		if err := checkHeader(name, h, "Id", "Predicted"); err != nil {
+			return nil, err
+		}
+	} else if err := checkHeader(name, h[:2], "Id", "Predicted"); err != nil {
 		return nil, err
 	}
 	l := &Labels{Name: name}
 	first := map[int64]int{}
 	for {
-		rec, line, err := cr.next(2)
+		rec, line, err := cr.next(len(h))
 		if err == io.EOF {
 			return l, nil
 		}

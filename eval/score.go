@@ -14,7 +14,8 @@
 // # Files
 //
 // Submission and solution (truth): header "Id,Predicted", one row per test image, both integers; rows
-// are matched by Id, and every Id must appear in both files exactly once.
+// are matched by Id, and every Id must appear in both files exactly once. A Kaggle solution's third
+// column, Usage, is allowed and ignored.
 //
 // Top-k (written by predict --topk-out): header "Id,Rank,Predicted,Distance", one row per (image, rank);
 // Rank runs from 1 (closest) to k with no gaps, an image lists k different classes, Distance is the
