@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 )
 
 // Long-tail bands by images per class, as in the long-tailed recognition literature.
@@ -89,6 +90,6 @@ func (s Stats) Print(w io.Writer, d *Dataset) {
 	if len(levels) == 0 {
 		fmt.Fprintln(w, "taxonomy:  none")
 	} else {
-		fmt.Fprintf(w, "taxonomy:  %v\n", levels)
+		fmt.Fprintf(w, "taxonomy:  %s\n", strings.Join(levels, ", "))
 	}
 }

@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newEvaluateCmd(),
 		newPlotCmd(),
 		newBenchCmd(),
+		newDataCmd(),
 	)
 	return root
 }

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"protoherb/imageio"
+)
+
+func newBenchDecodeCmd() *cobra.Command {
+	var (
+		dir                   string
+		size, resize, workers int
+		generate, passes      int
+		tensor                bool
+	)
+	cmd := &cobra.Command{
+		Use:   "decode",
+		Short: "Images/s for JPEG decode + resize + centre crop (files read into memory first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			if dir == "" {
+				return fmt.Errorf("--dir is required")
+			}
+			if generate > 0 {
+				paths, _ := filepath.Glob(filepath.Join(dir, "*.jpg"))
+				if len(paths) < generate {
+					fmt.Fprintf(out, "# generating %d synthetic 1024x1536 q90 specimen JPEGs in %s\n", generate, dir)
+					if _, err := imageio.GenerateJPEGs(cmd.Context(), dir, generate, 1024, 1536, 90, 1000); err != nil {
+						return err
+					}
+				}
+			}
+			paths, err := filepath.Glob(filepath.Join(dir, "*.jpg"))
+			if err != nil {
+				return err
+			}
+			sort.Strings(paths)
+			if len(paths) == 0 {
+				return fmt.Errorf("%s: no .jpg files (use --generate N)", dir)
+			}
+			var blobs [][]byte
+			var total int
+			for _, p := range paths {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				blobs = append(blobs, b)
+				total += len(b)
+			}
+			if resize == 0 {
+				resize = size * 256 / 224
+			}
+			tr := imageio.Transform{Size: size, Resize: resize}
+			m, err := imageio.DecodeBytes(blobs[0], 0)
+			if err != nil {
+				return fmt.Errorf("%s: %w", paths[0], err)
+			}
+			what := "decode + resize + crop (uint8)"
+			if tensor {
+				what = "decode + resize + crop + normalise (float32 CHW)"
+			}
+			fmt.Fprintf(out, "# %d JPEGs %dx%d, mean %.0f KiB; %s to %d (shorter side %d); %d workers x %d passes\n",
+				len(blobs), m.W, m.H, float64(total)/float64(len(blobs))/1024, what, size, resize, workers, passes)
+			fmt.Fprintf(out, "# load average before: %s\n", loadAvg())
+			run := func(w int, n int) error {
+				p, err := imageio.NewProcessor()
+				if err != nil {
+					return err
+				}
+				defer p.Close()
+				buf := make([]float32, 3*size*size)
+				for k := 0; k < n; k++ {
+					b := blobs[(k+w*7)%len(blobs)]
+					if tensor {
+						err = p.Tensor(b, &tr, nil, 0, 0, buf)
+					} else {
+						_, _, err = p.Crop(b, &tr, nil, 0)
+					}
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if err := run(0, min(len(blobs), 8)); err != nil { // warm-up
+				return err
+			}
+			perWorker := len(blobs) * passes
+			busy0, all0 := procStat()
+			own0 := ownCPU()
+			t0 := time.Now()
+			var wg sync.WaitGroup
+			errs := make([]error, workers)
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() { defer wg.Done(); errs[w] = run(w, perWorker) }()
+			}
+			wg.Wait()
+			el := time.Since(t0).Seconds()
+			busy1, all1 := procStat()
+			own := ownCPU() - own0
+			for _, e := range errs {
+				if e != nil {
+					return e
+				}
+			}
+			n := perWorker * workers
+			rate := float64(n) / el
+			foreign := 0.0
+			if all1 > all0 {
+				foreign = max(0, (float64(busy1-busy0)-own*clkTck)/float64(all1-all0))
+			}
+			fmt.Fprintf(out, "# %d images in %.2f s: %.2f ms/image/worker, %.0f images/s per worker; foreign CPU load during the run %.0f%%\n",
+				n, el, el*1e3*float64(workers)/float64(n), rate/float64(workers), foreign*100)
+			fmt.Fprintf(out, "decode: %.0f images/s\n", rate)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "folder of .jpg files (created by --generate)")
+	cmd.Flags().IntVar(&size, "size", 224, "output side")
+	cmd.Flags().IntVar(&resize, "resize", 0, "shorter side before the centre crop (0 = size*256/224)")
+	cmd.Flags().IntVar(&workers, "workers", 1, "parallel decoding goroutines")
+	cmd.Flags().IntVar(&generate, "generate", 0, "first write this many synthetic 1024x1536 quality-90 JPEGs into --dir (if it has fewer)")
+	cmd.Flags().IntVar(&passes, "passes", 3, "passes over the files per worker")
+	cmd.Flags().BoolVar(&tensor, "tensor", false, "also convert to normalised float32 CHW (the loader's full work)")
+	return cmd
+}
+
+const clkTck = 100 // USER_HZ on Linux
+
+// procStat returns busy and total jiffies over all CPUs from /proc/stat.
+func procStat() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i := 1; i < len(f) && i <= 8; i++ {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		total += v
+		if i != 4 && i != 5 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+// ownCPU is this process's user+system CPU time in seconds.
+func ownCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
