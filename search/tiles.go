@@ -1,0 +1,253 @@
+package search
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"protoherb/torch"
+)
+
+// searcher holds one Search call's running top-k: for query q, slots q·k … q·k+cnt[q]−1 of dist
+// (ranking scores, ascending) and idx (prototype positions).
+type searcher struct {
+	f    *Flat
+	opt  Options
+	k    int
+	nq   int
+	dist []float32
+	idx  []int32
+	cnt  []int32
+}
+
+// tileViews are the libtorch views one search reuses: they are created once, not per tile.
+type tileViews struct {
+	scope  *torch.Scope
+	owned  []*torch.Tensor // views of the index's tensors (no scope): freed at close
+	protoT []*torch.Tensor // prototype tile i, transposed: [dim, rows]
+	biasT  []*torch.Tensor // bias tile i: [1, rows]
+	pStart []int
+	qbuf   *torch.Tensor // [qt, dim]
+	qdata  []float32     // qbuf's memory
+	qview  map[int]*torch.Tensor
+	obuf   []*torch.Tensor // flat [qt·pt] tile buffers
+	oview  map[[3]int]*torch.Tensor
+}
+
+func (v *tileViews) close() {
+	for _, t := range v.owned {
+		t.Free()
+	}
+	v.scope.Close()
+}
+
+// query returns the first rows of the query buffer as a [rows, dim] tensor.
+func (v *tileViews) query(rows int) *torch.Tensor {
+	if t, ok := v.qview[rows]; ok {
+		return t
+	}
+	t := v.qbuf.Narrow(0, 0, int64(rows))
+	v.qview[rows] = t
+	return t
+}
+
+// out returns buffer b as a contiguous [rows, cols] tensor.
+func (v *tileViews) out(b, rows, cols int) *torch.Tensor {
+	key := [3]int{b, rows, cols}
+	if t, ok := v.oview[key]; ok {
+		return t
+	}
+	t := v.obuf[b].Narrow(0, 0, int64(rows*cols)).Reshape(int64(rows), int64(cols))
+	v.oview[key] = t
+	return t
+}
+
+func (s *searcher) views(protos, bias *torch.Tensor, nbuf int) (*tileViews, error) {
+	f := s.f
+	n := len(f.ids)
+	qt := min(s.opt.QueryTile, s.nq)
+	pt := min(s.opt.ProtoTile, n)
+	v := &tileViews{scope: torch.NewScope(), qview: map[int]*torch.Tensor{}, oview: map[[3]int]*torch.Tensor{}}
+	for p0 := 0; p0 < n; p0 += pt {
+		rows := int64(min(pt, n-p0))
+		nar := protos.Narrow(0, int64(p0), rows)
+		tr := nar.T()
+		b := bias.Narrow(1, int64(p0), rows)
+		v.owned = append(v.owned, nar, tr, b)
+		v.protoT = append(v.protoT, tr)
+		v.biasT = append(v.biasT, b)
+		v.pStart = append(v.pStart, p0)
+	}
+	v.qbuf = torch.Zeros(v.scope, torch.Float32, torch.CPU, int64(qt), int64(f.dim))
+	for range nbuf {
+		v.obuf = append(v.obuf, torch.Zeros(v.scope, torch.Float32, torch.CPU, int64(qt*pt)))
+	}
+	for _, t := range append(append(v.owned, v.qbuf), v.obuf...) {
+		if err := t.Err(); err != nil {
+			v.close()
+			return nil, fmt.Errorf("search: allocate tiles: %w", err)
+		}
+	}
+	var err error
+	if v.qdata, err = v.qbuf.Float32View(); err != nil {
+		v.close()
+		return nil, fmt.Errorf("search: query tile: %w", err)
+	}
+	return v, nil
+}
+
+func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *torch.Tensor) error {
+	nbuf := 1
+	if s.opt.Pipeline {
+		nbuf = 2
+	}
+	v, err := s.views(protos, bias, nbuf)
+	if err != nil {
+		return err
+	}
+	defer v.close()
+	dim := s.f.dim
+	qt := min(s.opt.QueryTile, s.nq)
+	alpha := -2.0
+	if s.f.metric == Cosine {
+		alpha = -1
+	}
+	var scanning sync.WaitGroup // the pipelined scan in flight
+	defer scanning.Wait()
+	t := 0
+	for q0 := 0; q0 < s.nq; q0 += qt {
+		qr := min(qt, s.nq-q0)
+		// Scans in flight read only tile buffers, never the query tile, so it can be refilled now.
+		copy(v.qdata, queries[q0*dim:(q0+qr)*dim])
+		if s.f.metric == Cosine {
+			normalizeRows(v.qdata[:qr*dim], dim)
+		}
+		m1 := v.query(qr)
+		for i, pT := range v.protoT {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			pr := int(pT.Size(1))
+			b := t % nbuf
+			out := v.out(b, qr, pr)
+			if err := torch.AddmmOut(out, v.biasT[i], m1, pT, 1, alpha); err != nil {
+				return fmt.Errorf("search: tile product: %w", err)
+			}
+			data, err := out.Float32View()
+			if err != nil {
+				return fmt.Errorf("search: tile product: %w", err)
+			}
+			p0 := v.pStart[i]
+			if s.opt.Pipeline {
+				scanning.Wait()
+				scanning.Add(1)
+				go func() {
+					defer scanning.Done()
+					s.scanTile(data, qr, pr, q0, p0)
+				}()
+			} else {
+				s.scanTile(data, qr, pr, q0, p0)
+			}
+			t++
+		}
+	}
+	return nil
+}
+
+// scanTile merges a [qr, pr] tile of scores into the running top-k, splitting rows over goroutines.
+func (s *searcher) scanTile(tile []float32, qr, pr, q0, p0 int) {
+	w := min(s.opt.Threads, qr)
+	if w <= 1 {
+		s.scanRows(tile, pr, q0, p0, 0, qr)
+		return
+	}
+	var wg sync.WaitGroup
+	for g := range w {
+		r0, r1 := g*qr/w, (g+1)*qr/w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.scanRows(tile, pr, q0, p0, r0, r1)
+		}()
+	}
+	wg.Wait()
+}
+
+// scanRows merges rows r0..r1−1 of a tile with pr columns (query q0+r, prototype p0+j).
+func (s *searcher) scanRows(tile []float32, pr, q0, p0, r0, r1 int) {
+	k := s.k
+	inf := float32(math.Inf(1))
+	for r := r0; r < r1; r++ {
+		row := tile[r*pr : (r+1)*pr]
+		q := q0 + r
+		d := s.dist[q*k : (q+1)*k]
+		ix := s.idx[q*k : (q+1)*k]
+		n := int(s.cnt[q])
+		thr := inf
+		if n == k {
+			thr = d[k-1]
+		}
+		for j, x := range row {
+			if x <= thr { // NaN never passes; ties are settled by id in insert
+				n = s.insert(d, ix, n, x, int32(p0+j))
+				if n == k {
+					thr = d[k-1]
+				}
+			}
+		}
+		s.cnt[q] = int32(n)
+	}
+}
+
+// before reports whether prototype position a ranks before b at equal distance (smaller id first).
+func (s *searcher) before(a, b int32) bool {
+	if s.f.sorted {
+		return a < b
+	}
+	ia, ib := s.f.ids[a], s.f.ids[b]
+	return ia < ib || (ia == ib && a < b)
+}
+
+// insert puts (x, p) into the sorted list d/ix holding n entries (at most k), returning the new count.
+func (s *searcher) insert(d []float32, ix []int32, n int, x float32, p int32) int {
+	k := len(d)
+	pos := n
+	if n == k {
+		w := k - 1
+		if x > d[w] || (x == d[w] && !s.before(p, ix[w])) {
+			return n
+		}
+		pos = w
+	} else {
+		n++
+	}
+	for pos > 0 && (x < d[pos-1] || (x == d[pos-1] && s.before(p, ix[pos-1]))) {
+		d[pos], ix[pos] = d[pos-1], ix[pos-1]
+		pos--
+	}
+	d[pos], ix[pos] = x, p
+	return n
+}
+
+// finish turns positions into ids and scores into reported distances.
+func (s *searcher) finish(queries []float32, ids []int64) {
+	dim, k := s.f.dim, s.k
+	for q := range s.nq {
+		var q2 float32
+		if s.f.metric == L2 {
+			for _, v := range queries[q*dim : (q+1)*dim] {
+				q2 += v * v
+			}
+		}
+		for i := range int(s.cnt[q]) {
+			j := q*k + i
+			ids[j] = s.f.ids[s.idx[j]]
+			dd := s.dist[j] + q2
+			if dd < 0 {
+				dd = 0
+			}
+			s.dist[j] = dd
+		}
+	}
+}
