@@ -53,9 +53,10 @@ type Config struct {
 	Progress progress.Options
 }
 
-// DefaultConfig is a small long-tailed herbarium for demos: 300 species in 80 genera and 24
-// families, 3 to 60 specimens per species (about 3,000 images), at most 5 test images per species,
-// at the real data's 1000 px. For a quick demo that trains at 64–128 px, set Size to 256–384.
+// DefaultConfig is a small long-tailed herbarium: 300 species in 80 genera and 24 families, 3 to 60
+// specimens per species (seed 1: 2,030 train and 682 test images, 1 to 54 train images per species),
+// at most 5 test images per species, at the real data's 1000 px (about 20 ms of CPU per image,
+// 110 kB each).
 func DefaultConfig() Config {
 	return Config{
 		Species: 300, Genera: 80, Families: 24,
@@ -63,6 +64,14 @@ func DefaultConfig() Config {
 		TestPerClass: 5, TestFraction: 0.2,
 		Seed: 1, Size: 1000, Quality: 90,
 	}
+}
+
+// DemoConfig is DefaultConfig at 320 px, enough for models that train at 64–128 px: about 3 ms of
+// CPU per image, so the whole herbarium takes seconds on 2 cores.
+func DemoConfig() Config {
+	c := DefaultConfig()
+	c.Size = 320
+	return c
 }
 
 // Result says what Generate wrote.
