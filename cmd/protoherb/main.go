@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newEvaluateCmd(),
 		newPlotCmd(),
+		newSynthCmd(),
 		newBenchCmd(),
 		newDataCmd(),
 	)
