@@ -74,7 +74,10 @@ type specimen struct {
 
 func (s *specimen) draw(region string) {
 	r := s.r
-	s.paper = color.NRGBA{uint8(236 + r.IntN(14)), uint8(230 + r.IntN(14)), uint8(208 + r.IntN(22)), 255}
+	// Paper from new white to old yellowed sheets.
+	age := r.Float64()
+	s.paper = color.NRGBA{uint8(247 - 10*age + 3*r.Float64()), uint8(245 - 18*age + 3*r.Float64()),
+		uint8(236 - 40*age + 3*r.Float64()), 255}
 	s.fillAll(s.paper)
 
 	t := s.t
@@ -609,7 +612,7 @@ func (s *specimen) lighting() {
 	gx, gy := 0.06*r.NormFloat64(), 0.06*r.NormFloat64()
 	var tint [3]int32
 	for c := range tint {
-		tint[c] = int32(256 * (gain + 0.012*r.NormFloat64()))
+		tint[c] = int32(256 * (gain + 0.008*r.NormFloat64()))
 	}
 	img := s.img
 	w, h := img.Rect.Dx(), img.Rect.Dy()
