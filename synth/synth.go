@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 
 	"protoherb/progress"
@@ -33,9 +34,9 @@ type Config struct {
 	// species; counts between follow a power law with tail index Alpha (0 means 1).
 	MinPerClass, MaxPerClass int
 	Alpha                    float64
-	// TestPerClass caps the test images per species (0: no test set). TestFraction is the expected
-	// share of a species' specimens beyond the first that goes to test. At least one specimen of
-	// every species stays in train.
+	// TestPerClass caps the test images per species (0: no test set). A species with n >= 2
+	// specimens has 1 + Binomial(n-1, TestFraction) of them in test, at most TestPerClass and n-1,
+	// so every species keeps at least one train image and the smallest often keep exactly one.
 	TestPerClass int
 	TestFraction float64
 	// Seed makes the output reproducible.
@@ -239,7 +240,7 @@ func Generate(ctx context.Context, cfg Config) (*Result, error) {
 		TestMetadata:  filepath.Join(root, "test", "metadata.json"),
 		Solution:      filepath.Join(cfg.Out, "solution.csv"),
 		Categories:    p.tax.categories,
-		Regions:       regions,
+		Regions:       slices.Clone(regions),
 		TrainPerClass: p.trainPer, TestPerClass: p.testPer,
 		TrainImages: len(p.trainClass), TestImages: len(p.testClass),
 	}
@@ -287,7 +288,6 @@ func (p *plan) renderAll(ctx context.Context, root string) error {
 
 	total := len(p.trainClass) + len(p.testClass)
 	bar := progress.New(int64(total), "synth", withUnit(p.cfg.Progress, "img"))
-	defer bar.Finish()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	jobs := make(chan int)
@@ -328,6 +328,7 @@ feed:
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
+	bar.Finish()
 	return nil
 }
 
