@@ -26,6 +26,12 @@ func Create(target string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file for %s: %w", target, err)
 	}
+	// CreateTemp makes the file owner-only; outputs are ordinary files (0644 before the umask).
+	if err := f.Chmod(os.FileMode(0o644 &^ umask())); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("chmod temporary file for %s: %w", target, err)
+	}
 	return &File{Writer: bufio.NewWriterSize(f, 1<<20), f: f, target: target}, nil
 }
 

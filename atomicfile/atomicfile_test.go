@@ -34,3 +34,17 @@ func TestWriteFileReplacesOnlyOnSuccess(t *testing.T) {
 		t.Fatalf("got %q", b)
 	}
 }
+
+func TestCommittedFileIsWorldReadable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.json")
+	if err := WriteFile(p, func(w io.Writer) error { _, err := io.WriteString(w, "{}"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm()&0o044 == 0 && umask()&0o044 == 0 {
+		t.Fatalf("mode %v: group/other cannot read", st.Mode().Perm())
+	}
+}

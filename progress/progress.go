@@ -78,3 +78,12 @@ func (b *Bar) Finish() {
 	}
 	_ = b.pb.Finish()
 }
+
+// Abandon ends the line of an unfinished bar (e.g. when the loop fails), so that a following error
+// message starts on a line of its own.
+func (b *Bar) Abandon() {
+	if b == nil {
+		return
+	}
+	_ = b.pb.Exit()
+}
