@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -299,5 +300,56 @@ func TestTorchScriptBackbone(t *testing.T) {
 	}
 	if v3 := values(t, m2.Embed(x, false)); !slices.Equal(v2, v3) {
 		t.Error("loaded TorchScript backbone differs")
+	}
+}
+
+// TestPythonReadsOurFiles runs testdata/read_safetensors.py (torch + json + struct, as the reference
+// loader checks the layout) on a model saved by SaveSafetensors; it skips without python3-torch.
+func TestPythonReadsOurFiles(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch").Run(); err != nil {
+		t.Skip("python3-torch not installed (apt-get install python3-torch): skipping the Python cross-check")
+	}
+	m := newModel(t, Config{Backbone: "conv4", InChannels: 1, ImageSize: 28, EmbedDim: 8, NumClasses: 3, Classifier: "cosine"})
+	forwardShape(t, m, 2, 1, 28, true)
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := SaveSafetensors(path, m.State(), map[string]string{"backbone": "conv4"}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(py, "testdata/read_safetensors.py", path)
+	cmd.Dir = "." // not the repository root, whose torch/ folder would shadow Python's torch
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, out)
+	}
+	var got struct {
+		Metadata map[string]string
+		Tensors  map[string][3]json.RawMessage
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got.Metadata["backbone"] != "conv4" || len(got.Tensors) != len(m.State()) {
+		t.Fatalf("python saw metadata %v and %d tensors, want %d", got.Metadata, len(got.Tensors), len(m.State()))
+	}
+	for _, p := range m.State() {
+		e, ok := got.Tensors[p.Name]
+		if !ok {
+			t.Errorf("python lacks %s", p.Name)
+			continue
+		}
+		var dtype string
+		var shape []int64
+		var sum float64
+		json.Unmarshal(e[0], &dtype)
+		json.Unmarshal(e[1], &shape)
+		json.Unmarshal(e[2], &sum)
+		var want float64
+		for _, v := range values(t, p.T) {
+			want += v
+		}
+		if dtype != p.T.DType().String() || !slices.Equal(shape, p.T.Shape()) || math.Abs(sum-want) > 1e-9*max(1, math.Abs(want)) {
+			t.Errorf("%s: python sees %s %v sum %v, Go %v %v sum %v", p.Name, dtype, shape, sum, p.T.DType(), p.T.Shape(), want)
+		}
 	}
 }
