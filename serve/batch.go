@@ -1,0 +1,139 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// A batcher merges concurrent embedding requests into one forward pass.
+//
+// Policy: a batch starts with the first waiting request. It then takes every request already
+// queued and keeps waiting (at most Window after the first) only while more requests are on their
+// way: admitted by a handler but still being read or decoded (the expected counter). So a lone
+// client is never delayed by the window, and under load batches fill up to MaxBatch.
+type batcher struct {
+	emb      Embedder
+	maxBatch int
+	window   time.Duration
+	per      int // floats per image
+	queue    chan *job
+	expected atomic.Int64 // requests admitted that have not reached the queue yet
+	observe  func(n int)  // batch size hook (metrics)
+	done     chan struct{}
+}
+
+type job struct {
+	x   []float32
+	out []float32
+	err error
+	ok  chan struct{}
+}
+
+var errClosed = errors.New("server is shutting down")
+
+func newBatcher(emb Embedder, maxBatch int, window time.Duration, observe func(int)) *batcher {
+	tf := emb.Transform()
+	c := tf.Channels
+	if c == 0 {
+		c = 3
+	}
+	b := &batcher{emb: emb, maxBatch: max(maxBatch, 1), window: window, per: c * tf.Size * tf.Size,
+		queue: make(chan *job, 4*max(maxBatch, 1)), observe: observe, done: make(chan struct{})}
+	return b
+}
+
+// expect announces a request that will call embed soon; the returned func withdraws it (call it
+// exactly once, when the request reaches embed or gives up).
+func (b *batcher) expect() func() {
+	b.expected.Add(1)
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) {
+			b.expected.Add(-1)
+		}
+	}
+}
+
+// embed queues one image and waits for its embedding.
+func (b *batcher) embed(ctx context.Context, x []float32) ([]float32, error) {
+	j := &job{x: x, ok: make(chan struct{})}
+	select {
+	case b.queue <- j:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-b.done:
+		return nil, errClosed
+	}
+	select {
+	case <-j.ok:
+		return j.out, j.err
+	case <-b.done:
+		return nil, errClosed
+	}
+}
+
+// run serves batches until ctx ends.
+func (b *batcher) run(ctx context.Context) {
+	defer close(b.done)
+	batch := make([]*job, 0, b.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case j := <-b.queue:
+			batch = append(batch, j)
+		case <-ctx.Done():
+			return
+		}
+		deadline := time.Now().Add(b.window)
+	fill:
+		for len(batch) < b.maxBatch {
+			select {
+			case j := <-b.queue:
+				batch = append(batch, j)
+				continue
+			default:
+			}
+			if b.expected.Load() <= 0 {
+				break // nobody else is on the way
+			}
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				break
+			}
+			t := time.NewTimer(min(wait, 200*time.Microsecond))
+			select {
+			case j := <-b.queue:
+				t.Stop()
+				batch = append(batch, j)
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				break fill
+			}
+		}
+		b.process(batch)
+	}
+}
+
+func (b *batcher) process(batch []*job) {
+	n := len(batch)
+	x := make([]float32, 0, n*b.per)
+	for _, j := range batch {
+		x = append(x, j.x...)
+	}
+	if b.observe != nil {
+		b.observe(n)
+	}
+	out, err := b.emb.Embed(x, n)
+	d := b.emb.Dim()
+	for i, j := range batch {
+		if err != nil {
+			j.err = err
+		} else {
+			j.out = out[i*d : (i+1)*d : (i+1)*d]
+		}
+		close(j.ok)
+	}
+}

@@ -1,0 +1,178 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+
+	"protoherb/checkpoint"
+	"protoherb/imageio"
+	"protoherb/nn"
+	"protoherb/search"
+	"protoherb/torch"
+)
+
+// DemoOptions size a demo service.
+type DemoOptions struct {
+	Species   int    // classes (8)
+	PerClass  int    // specimens per class (3)
+	ImageSize int    // model input side (32)
+	Seed      uint64 // weights and images
+	// ImageW, ImageH: the generated specimen JPEGs (160 × 240).
+	ImageW, ImageH int
+}
+
+// Demo is a small self-contained service on disk: a Conv-4 checkpoint (random weights), a
+// prototype store built from generated specimen images, an index of those specimens and the
+// images. Tests and `protoherb bench serve` use it.
+type Demo struct {
+	Model      string // checkpoint folder
+	Prototypes string
+	Index      string
+	ImagesRoot string
+	// Images[c] are the paths of class c's specimens (class id c).
+	Images  [][]string
+	Species []Species
+}
+
+var demoTaxa = []struct{ family, genus string }{
+	{"Rosaceae", "Rosa"}, {"Asteraceae", "Achillea"}, {"Fabaceae", "Trifolium"}, {"Lamiaceae", "Salvia"},
+	{"Ranunculaceae", "Ranunculus"}, {"Brassicaceae", "Cardamine"}, {"Apiaceae", "Angelica"}, {"Poaceae", "Festuca"},
+	{"Orchidaceae", "Orchis"}, {"Ericaceae", "Vaccinium"}, {"Fagaceae", "Quercus"}, {"Betulaceae", "Betula"},
+}
+
+var demoEpithets = []string{"alba", "montana", "vulgaris", "pratensis", "sylvestris", "officinalis", "minor",
+	"major", "palustris", "repens", "lanata", "borealis", "gracilis", "hirsuta", "rubra", "lutea"}
+
+// DemoName returns the taxonomy of demo class i.
+func DemoName(i int) Species {
+	t := demoTaxa[i%len(demoTaxa)]
+	ep := demoEpithets[(i/len(demoTaxa)+i*7)%len(demoEpithets)]
+	name := t.genus + " " + ep
+	if i >= len(demoTaxa)*len(demoEpithets) {
+		name = fmt.Sprintf("%s %d", name, i)
+	}
+	return Species{ID: int64(i), Name: name, Genus: t.genus, Family: t.family}
+}
+
+// DemoImage returns specimen j of demo class c as JPEG bytes: the class's sheet with a per-specimen
+// brightness shift and noise, so that specimens of a class look alike.
+func DemoImage(c, j, w, h int, seed uint64) []byte {
+	base := imageio.SpecimenImage(w, h, seed*1_000_003+uint64(c))
+	r := rand.New(rand.NewPCG(seed, uint64(c)<<20|uint64(j)))
+	shift := 0
+	if j > 0 {
+		shift = r.IntN(17) - 8
+	}
+	img := image.NewRGBA(base.Rect)
+	for i := range base.Pix {
+		if i%4 == 3 {
+			img.Pix[i] = 255
+			continue
+		}
+		v := int(base.Pix[i]) + shift
+		if j > 0 {
+			v += r.IntN(7) - 3
+		}
+		img.Pix[i] = uint8(min(max(v, 0), 255))
+	}
+	var buf bytes.Buffer
+	_ = jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90})
+	return buf.Bytes()
+}
+
+// MakeDemo writes a demo service into dir.
+func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
+	if o.Species <= 0 {
+		o.Species = 8
+	}
+	if o.PerClass <= 0 {
+		o.PerClass = 3
+	}
+	if o.ImageSize <= 0 {
+		o.ImageSize = 32
+	}
+	if o.ImageW <= 0 || o.ImageH <= 0 {
+		o.ImageW, o.ImageH = 160, 240
+	}
+	d := &Demo{ImagesRoot: filepath.Join(dir, "images"), Prototypes: filepath.Join(dir, "prototypes.safetensors"),
+		Index: filepath.Join(dir, "train-embeddings.safetensors")}
+	if err := os.MkdirAll(d.ImagesRoot, 0o755); err != nil {
+		return nil, err
+	}
+	if err := torch.ManualSeed(o.Seed); err != nil {
+		return nil, err
+	}
+	cfg := nn.Config{Backbone: "conv4", InChannels: 3, ImageSize: o.ImageSize}
+	m, err := nn.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	runCfg, _ := json.Marshal(map[string]any{"backbone": "conv4", "image_size": o.ImageSize, "in_channels": 3})
+	d.Model, err = checkpoint.Save(filepath.Join(dir, "run"), &checkpoint.Checkpoint{Weights: m.State(), Config: runCfg}, 1)
+	m.Close()
+	if err != nil {
+		return nil, err
+	}
+	emb, err := LoadModel(d.Model, ModelSpec{Device: torch.CPU})
+	if err != nil {
+		return nil, err
+	}
+	defer emb.Close()
+	store, err := NewFileStore(d.Prototypes, emb.Dim(), search.L2)
+	if err != nil {
+		return nil, err
+	}
+	var all []float32
+	var labels []int64
+	var paths []string
+	tf := emb.Transform()
+	for c := range o.Species {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		sp := DemoName(c)
+		var xs []float32
+		var names []string
+		for j := range o.PerClass {
+			b := DemoImage(c, j, o.ImageW, o.ImageH, o.Seed)
+			rel := fmt.Sprintf("c%03d/s%02d.jpg", c, j)
+			p := filepath.Join(d.ImagesRoot, filepath.FromSlash(rel))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				return nil, err
+			}
+			x, err := imageio.Preprocess(b, tf, 0)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+			xs = append(xs, x...)
+			names = append(names, p)
+			paths = append(paths, rel)
+			labels = append(labels, int64(c))
+		}
+		e, err := emb.Embed(xs, o.PerClass)
+		if err != nil {
+			return nil, err
+		}
+		got, err := store.Enrol(sp, e, o.PerClass)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, e...)
+		d.Images = append(d.Images, names)
+		d.Species = append(d.Species, got)
+	}
+	if err := WriteIndex(d.Index, all, emb.Dim(), labels, paths, nil); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
