@@ -50,6 +50,9 @@ func newRootCmd() *cobra.Command {
 		newSynthCmd(),
 		newBenchCmd(),
 		newDataCmd(),
+		newPretrainCmd(),
+		newTrainCmd(),
+		newFewshotCmd(),
 	)
 	return root
 }
