@@ -68,7 +68,7 @@ func DemoImage(c, j, w, h int, seed uint64) []byte {
 	r := rand.New(rand.NewPCG(seed, uint64(c)<<20|uint64(j)))
 	shift := 0
 	if j > 0 {
-		shift = r.IntN(17) - 8
+		shift = r.IntN(41) - 20
 	}
 	img := image.NewRGBA(base.Rect)
 	for i := range base.Pix {
@@ -78,7 +78,7 @@ func DemoImage(c, j, w, h int, seed uint64) []byte {
 		}
 		v := int(base.Pix[i]) + shift
 		if j > 0 {
-			v += r.IntN(7) - 3
+			v += r.IntN(49) - 24
 		}
 		img.Pix[i] = uint8(min(max(v, 0), 255))
 	}
@@ -175,4 +175,16 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// EnsureDemo returns the demo in dir, building it (24 species, 4 specimens each, 84-pixel
+// input, 320 × 480 sheets) when dir does not hold one yet.
+func EnsureDemo(ctx context.Context, dir string) (*Demo, error) {
+	o := DemoOptions{Species: 24, PerClass: 4, ImageSize: 84, ImageW: 320, ImageH: 480, Seed: 1}
+	d := &Demo{ImagesRoot: filepath.Join(dir, "images"), Prototypes: filepath.Join(dir, "prototypes.safetensors"),
+		Index: filepath.Join(dir, "train-embeddings.safetensors"), Model: filepath.Join(dir, "run", checkpoint.Name(0))}
+	if _, err := os.Stat(d.Index); err == nil {
+		return d, nil
+	}
+	return MakeDemo(ctx, dir, o)
 }

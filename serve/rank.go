@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"slices"
+
+	"protoherb/search"
 )
 
 // Match is one ranked species.
@@ -40,13 +42,16 @@ func (s *Server) rank(ctx context.Context, q []float32, k int) ([]Match, error) 
 	return out, nil
 }
 
-// softmax returns softmax(−d/T) (d ascending; +Inf entries get 0).
+// softmax returns softmax(−d/T) (+Inf entries get 0).
 func softmax(d []float32, t float64) []float64 {
 	p := make([]float64, len(d))
 	if len(d) == 0 {
 		return p
 	}
-	lo := float64(d[0])
+	lo := math.Inf(1)
+	for _, x := range d {
+		lo = min(lo, float64(x))
+	}
 	var z float64
 	for i, x := range d {
 		if math.IsInf(float64(x), 1) {
@@ -104,30 +109,56 @@ func (s *Server) calibrate() (float64, string) {
 	return med / math.Log(20), "median nearest-prototype distance / ln 20"
 }
 
-// fitTemperature minimises the negative log-likelihood of the index's labels over log T.
+// fitTemperature minimises the negative log-likelihood of the index's labels over log T. The
+// index holds the specimens the prototypes were made from, so each specimen is scored against its
+// class's leave-one-out prototype ((n·p − x)/(n − 1)); otherwise the fit would see every specimen
+// inside its own prototype and choose an overconfident T. Classes with one specimen are skipped.
 func (s *Server) fitTemperature(x *Index) (float64, bool) {
 	n := s.flat.Len()
 	kk := min(n, softmaxK)
 	m := min(x.Len(), 4096)
+	vec, ids := s.cfg.Store.Prototypes()
+	rowOf := make(map[int64]int, len(ids))
+	for i, id := range ids {
+		rowOf[id] = i
+	}
 	type row struct {
 		d    []float32
-		true int // position of the true class among the kk nearest, -1 when absent
+		true int // position of the true class
 	}
 	var rows []row
 	var scale []float64
+	loo := make([]float32, x.dim)
 	for i := range m {
 		r := i * x.Len() / m
-		if _, ok := s.species[x.labels[r]]; !ok {
+		c := x.labels[r]
+		sp, ok := s.species[c]
+		if !ok || sp.Count < 2 {
 			continue
 		}
-		dist, ids, err := s.flat.Search(context.Background(), x.emb[r*x.dim:(r+1)*x.dim], kk)
+		q := x.emb[r*x.dim : (r+1)*x.dim]
+		dist, got, err := s.flat.Search(context.Background(), q, kk)
 		if err != nil {
 			continue
 		}
-		pos := slices.Index(ids, x.labels[r])
+		p := vec[rowOf[c]*x.dim : (rowOf[c]+1)*x.dim]
+		nc := float32(sp.Count)
+		for j := range loo {
+			loo[j] = (nc*p[j] - q[j]) / (nc - 1)
+		}
+		own := float32(distance(q, loo, s.cfg.Store.Metric() == search.Cosine))
+		pos := slices.Index(got, c)
+		if pos < 0 {
+			dist = append(dist, own)
+			pos = len(dist) - 1
+		} else {
+			dist[pos] = own
+		}
 		rows = append(rows, row{d: dist, true: pos})
-		if len(dist) > 1 {
-			scale = append(scale, float64(dist[1]-dist[0]))
+		sorted := slices.Clone(dist)
+		slices.Sort(sorted)
+		if len(sorted) > 1 {
+			scale = append(scale, float64(sorted[1]-sorted[0]))
 		}
 	}
 	if len(rows) < 2 || len(scale) == 0 {
@@ -142,11 +173,7 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 		var sum float64
 		for _, r := range rows {
 			p := softmax(r.d, t)
-			pt := 1e-12
-			if r.true >= 0 {
-				pt = max(p[r.true], 1e-12)
-			}
-			sum -= math.Log(pt)
+			sum -= math.Log(max(p[r.true], 1e-300))
 		}
 		return sum
 	}
@@ -170,4 +197,23 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 		}
 	}
 	return math.Exp((a + b) / 2), true
+}
+
+// distance is the squared L2 distance, or the cosine distance 1 − cos.
+func distance(a, b []float32, cosine bool) float64 {
+	var d, aa, bb, ab float64
+	for i := range a {
+		e := float64(a[i] - b[i])
+		d += e * e
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+		ab += float64(a[i]) * float64(b[i])
+	}
+	if !cosine {
+		return d
+	}
+	if aa == 0 || bb == 0 {
+		return 1
+	}
+	return 1 - ab/math.Sqrt(aa*bb)
 }

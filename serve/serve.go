@@ -28,7 +28,8 @@
 // probability = softmax(−distance/T) over the min(C, max(k, 64)) nearest prototypes (the mass of
 // farther classes is negligible at any useful T). T is Config.Temperature when set; otherwise it
 // is fitted when the server starts, by minimising the negative log-likelihood of the training
-// specimens' labels in the index (up to 4,096 of them, a 1-D search over log T); with no index it
+// specimens' labels in the index (up to 4,096 of them, each against its class's leave-one-out
+// prototype so the fit is not overconfident; a 1-D search over log T); with no index it
 // is the median distance between a prototype and its nearest other prototype divided by ln 20,
 // so that a query lying on a prototype gets about 95% against its nearest rival.
 //

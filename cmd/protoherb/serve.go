@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"protoherb/serve"
+	"protoherb/torch"
+)
+
+func newServeCmd() *cobra.Command {
+	var (
+		f                        serve.Files
+		spec                     serve.ModelSpec
+		cfg                      serve.Config
+		addr, device, demo       string
+		threads, maxUploadMB     int
+		readTimeout, writeTimout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Identification service: JSON API under /v1, web page at /, live enrolment of species",
+		Long: `Serves a trained model and its prototypes over HTTP.
+
+  POST /v1/identify?k=5   image (multipart field "image" or raw JPEG/PNG) → top-k species with
+                          calibrated probabilities and the nearest training specimens
+  GET  /v1/species[/ID]   the species known;  POST /v1/species enrols one (name, genus, family, images)
+  GET  /healthz, /metrics, /v1/info;  GET / is the web page
+
+--demo DIR builds (once) a tiny random-weight model with generated specimens in DIR and serves it,
+to try the page without a trained model.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dev, err := torch.ParseDevice(device)
+			if err != nil {
+				return err
+			}
+			torch.SetNumThreads(threads)
+			spec.Device = dev
+			if demo != "" && f.Model == "" {
+				d, err := serve.EnsureDemo(cmd.Context(), demo)
+				if err != nil {
+					return err
+				}
+				f = serve.Files{Model: d.Model, Prototypes: d.Prototypes, Index: d.Index, ImagesRoot: d.ImagesRoot, TokenFile: f.TokenFile}
+			}
+			if f.Model == "" || f.Prototypes == "" {
+				return fmt.Errorf("serve: --model and --prototypes are required (or --demo DIR)")
+			}
+			if f.Index != "" && f.ImagesRoot == "" {
+				f.ImagesRoot = filepath.Dir(f.Index)
+			}
+			cfg.MaxUploadBytes = int64(maxUploadMB) << 20
+			cfg.ReadTimeout, cfg.WriteTimeout = readTimeout, writeTimout
+			cfg.Logger = slog.Default()
+			s, closeAll, err := serve.Open(f, spec, cfg)
+			if err != nil {
+				return err
+			}
+			defer closeAll()
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			slog.Info("serve: listening", "url", "http://"+ln.Addr().String()+"/")
+			return s.Serve(cmd.Context(), ln)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.Model, "model", "", "checkpoint folder, run folder (best, else latest) or weights .safetensors")
+	fl.StringVar(&f.Prototypes, "prototypes", "", "prototype file (created empty when missing); enrolments are saved to it atomically")
+	fl.StringVar(&f.Metric, "metric", "l2", "metric of a newly created prototype file: l2 or cosine")
+	fl.StringVar(&f.Index, "index", "", "embeddings of the training specimens (safetensors), for nearest specimens and thumbnails")
+	fl.StringVar(&f.ImagesRoot, "images-root", "", "folder the index's image paths are relative to (default: the index's folder)")
+	fl.StringVar(&f.TokenFile, "token-file", "", "file holding a bearer token required by POST /v1/species")
+	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
+	fl.StringVar(&demo, "demo", "", "serve a tiny generated demo built in this folder (when --model is not given)")
+	fl.IntVar(&cfg.MaxBatch, "max-batch", 32, "images per forward pass at most")
+	fl.DurationVar(&cfg.BatchWindow, "batch-window", 5*time.Millisecond, "longest a batch waits for more requests")
+	fl.IntVar(&cfg.MaxConcurrent, "max-concurrent", 0, "identify requests in flight before answering 503 (0 = 4 × max-batch)")
+	fl.IntVar(&maxUploadMB, "max-upload-mb", 20, "largest image upload, MiB (413 above)")
+	fl.IntVar(&cfg.MaxPixels, "max-pixels", 50_000_000, "most pixels an upload may declare, checked before decoding (413 above)")
+	fl.IntVar(&cfg.MaxK, "max-k", 100, "largest k a client may ask for")
+	fl.Float64Var(&cfg.Temperature, "temperature", 0, "softmax temperature over −distance (0 = fit on --index, else a prototype-spacing heuristic)")
+	fl.DurationVar(&readTimeout, "read-timeout", 60*time.Second, "time to read a whole request (slow clients are cut off)")
+	fl.DurationVar(&writeTimout, "write-timeout", 60*time.Second, "time to write a response")
+	fl.StringVar(&device, "device", "cpu", "cpu, cuda or cuda:N")
+	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0 = libtorch's default)")
+	fl.StringVar(&spec.Backbone, "backbone", "", "backbone when the model file does not say (conv4, resnet12, resnet18, resnet50, torchscript:PATH)")
+	fl.IntVar(&spec.ImageSize, "image-size", 0, "model input size when the model file does not say")
+	fl.IntVar(&spec.Channels, "channels", 0, "input channels when the model file does not say")
+	fl.IntVar(&spec.EmbedDim, "embed-dim", 0, "embedding head size when the model file does not say")
+	fl.IntVar(&spec.Resize, "resize", 0, "shorter side before the centre crop (0 = image size)")
+	return cmd
+}
