@@ -50,6 +50,7 @@ func newRootCmd() *cobra.Command {
 		newSynthCmd(),
 		newBenchCmd(),
 		newDataCmd(),
+		newServeCmd(),
 		newPretrainCmd(),
 		newTrainCmd(),
 		newFewshotCmd(),
