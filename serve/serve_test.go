@@ -552,3 +552,36 @@ func TestTemperature(t *testing.T) {
 		t.Errorf("softmax %v", p)
 	}
 }
+
+func TestBenchLosesNoEnrolment(t *testing.T) {
+	d := getDemo(t)
+	var imgs [][]byte
+	for _, c := range d.Images {
+		for _, p := range c {
+			imgs = append(imgs, readFile(t, p))
+		}
+	}
+	var out strings.Builder
+	rep, err := Bench(context.Background(), BenchOptions{Clients: []int{1, 4}, Duration: 400 * time.Millisecond,
+		EnrolClients: 2, EnrolPause: 20 * time.Millisecond, Images: imgs, Out: &out,
+		Files: Files{Model: d.Model, Prototypes: d.Prototypes, Index: d.Index, ImagesRoot: d.ImagesRoot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Levels) != 2 || rep.Lost != 0 {
+		t.Fatalf("report %+v\n%s", rep, out.String())
+	}
+	for _, l := range rep.Levels {
+		if l.Errors != 0 || l.EnrolErrors != 0 || l.Requests == 0 || l.Enrolments == 0 {
+			t.Errorf("level %+v\n%s", l, out.String())
+		}
+	}
+	// The original prototype file is untouched: the bench enrols into a copy.
+	s, err := OpenFileStore(d.Prototypes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.Species()); n != len(d.Species) {
+		t.Errorf("the demo's prototype file has %d species after the bench, want %d", n, len(d.Species))
+	}
+}

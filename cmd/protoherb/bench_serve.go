@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"protoherb/serve"
+	"protoherb/torch"
+)
+
+func newBenchServeCmd() *cobra.Command {
+	var (
+		o        serve.BenchOptions
+		images   string
+		demoDir  string
+		threads  int
+		imgSize  int
+		demoSpec int
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Load test of protoherb serve on 127.0.0.1: requests/s, p50/p95/p99 latency, errors, lost enrolments",
+		Long: `Starts the server on 127.0.0.1 and drives POST /v1/identify with C concurrent clients for
+--duration at each --clients level, while --enrol-clients enrol specimens; then checks that no
+acknowledged enrolment is missing (live and after reloading the prototype file).
+
+Without --model it serves a generated demo (Conv-4, random weights, --image-size input, generated
+specimen sheets of 320×480). The last line is "serve: X requests/s" at the highest client count.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			torch.SetNumThreads(threads)
+			out := cmd.OutOrStdout()
+			if o.Files.Model == "" {
+				dir := demoDir
+				if dir == "" {
+					tmp, err := os.MkdirTemp("", "protoherb-bench-demo-")
+					if err != nil {
+						return err
+					}
+					defer os.RemoveAll(tmp)
+					dir = tmp
+				}
+				d, err := serve.MakeDemo(cmd.Context(), dir, serve.DemoOptions{Species: demoSpec, PerClass: 4,
+					ImageSize: imgSize, ImageW: 320, ImageH: 480, Seed: 1})
+				if err != nil {
+					return err
+				}
+				o.Files = serve.Files{Model: d.Model, Prototypes: d.Prototypes, Index: d.Index, ImagesRoot: d.ImagesRoot}
+				if images == "" {
+					images = filepath.Join(d.ImagesRoot, "*", "*.jpg")
+				}
+			}
+			paths, err := filepath.Glob(images)
+			if err != nil || len(paths) == 0 {
+				return fmt.Errorf("bench serve: --images %q matches no files", images)
+			}
+			for _, p := range paths[:min(len(paths), 256)] {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				o.Images = append(o.Images, b)
+			}
+			o.Out = out
+			fmt.Fprintf(out, "clients=%v duration=%s enrol-clients=%d max-batch=%d batch-window=%s torch-threads=%d images=%d\n",
+				o.Clients, o.Duration, o.EnrolClients, o.Config.MaxBatch, o.Config.BatchWindow, torch.NumThreads(), len(o.Images))
+			rep, err := serve.Bench(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if rep.Lost > 0 {
+				return fmt.Errorf("bench serve: %d enrolments lost", rep.Lost)
+			}
+			last := rep.Levels[len(rep.Levels)-1]
+			first := rep.Levels[0]
+			if len(rep.Levels) > 1 && first.RequestsPerSecond > 0 {
+				fmt.Fprintf(out, "scaling: %.2f× requests/s at %d clients vs %d\n", last.RequestsPerSecond/first.RequestsPerSecond, last.Clients, first.Clients)
+			}
+			fmt.Fprintf(out, "serve: %.1f requests/s\n", last.RequestsPerSecond)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntSliceVar(&o.Clients, "clients", []int{1, 32}, "concurrent identify clients, one run per value (ascending)")
+	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each run")
+	fl.IntVar(&o.EnrolClients, "enrol-clients", 2, "clients enrolling specimens during each run")
+	fl.DurationVar(&o.EnrolPause, "enrol-pause", 100*time.Millisecond, "pause between one client's enrolments")
+	fl.StringVar(&o.Files.Model, "model", "", "model to serve (default: a generated Conv-4 demo)")
+	fl.StringVar(&o.Files.Prototypes, "prototypes", "", "prototype file (copied; the copy receives the enrolments)")
+	fl.StringVar(&o.Files.Index, "index", "", "specimen index (optional)")
+	fl.StringVar(&o.Files.ImagesRoot, "images-root", "", "folder of the index's images")
+	fl.StringVar(&images, "images", "", "glob of query images (default: the demo's specimens)")
+	fl.StringVar(&demoDir, "demo-dir", "", "where to build the demo (default: a temporary folder)")
+	fl.IntVar(&imgSize, "image-size", 84, "demo model input size")
+	fl.IntVar(&demoSpec, "species", 64, "demo species")
+	fl.IntVar(&o.Config.MaxBatch, "max-batch", 32, "images per forward pass at most")
+	fl.DurationVar(&o.Config.BatchWindow, "batch-window", 5*time.Millisecond, "longest a batch waits")
+	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0 = default)")
+	return cmd
+}
