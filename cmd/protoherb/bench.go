@@ -13,6 +13,7 @@ func newBenchCmd() *cobra.Command {
 		newBenchStepCmd(),
 		newBenchSearchCmd(),
 		newBenchDecodeCmd(),
+		newBenchServeCmd(),
 	)
 	return cmd
 }
