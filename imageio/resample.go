@@ -46,9 +46,16 @@ func axisWeights(b0, b1 float64, size, out int, ws *weights) {
 			if x < 1 {
 				wt = 1 - x
 			}
+			if wt < 1e-9 && k == 0 {
+				lo++ // drop leading zero taps
+				continue
+			}
 			tmp[k] = wt
 			sum += wt
 			k++
+		}
+		for k > 0 && tmp[k-1] < 1e-9 {
+			k-- // and trailing ones
 		}
 		if sum == 0 { // box outside the image: nearest edge pixel
 			j := min(max(int(center), 0), size-1)
@@ -132,6 +139,8 @@ func (r *Resampler) Resample(src *Image, box Box, ow, oh int, dst []uint8) {
 		w := r.wy.w[i*r.wy.taps : i*r.wy.taps+n]
 		out := dst[i*stride : (i+1)*stride]
 		switch n {
+		case 1:
+			copy(out, r.tmp[s*stride:(s+1)*stride])
 		case 2:
 			a, b := r.tmp[s*stride:(s+1)*stride], r.tmp[(s+1)*stride:(s+2)*stride]
 			w0, w1 := w[0], w[1]
@@ -160,14 +169,33 @@ func hpass3(src, dst []uint8, ws *weights, ow int) {
 	for i := 0; i < ow; i++ {
 		s, n := ws.start[i], ws.n[i]
 		w := ws.w[i*ws.taps : i*ws.taps+n]
-		var r, g, b int32
 		p := src[s*3 : (s+n)*3]
-		for k, wk := range w {
-			r += int32(p[k*3]) * wk
-			g += int32(p[k*3+1]) * wk
-			b += int32(p[k*3+2]) * wk
+		d := dst[i*3 : i*3+3 : i*3+3]
+		switch n {
+		case 1:
+			d[0], d[1], d[2] = p[0], p[1], p[2]
+		case 2:
+			w0, w1 := w[0], w[1]
+			p = p[:6]
+			d[0] = clamp8(int32(p[0])*w0 + int32(p[3])*w1)
+			d[1] = clamp8(int32(p[1])*w0 + int32(p[4])*w1)
+			d[2] = clamp8(int32(p[2])*w0 + int32(p[5])*w1)
+		case 3:
+			w0, w1, w2 := w[0], w[1], w[2]
+			p = p[:9]
+			d[0] = clamp8(int32(p[0])*w0 + int32(p[3])*w1 + int32(p[6])*w2)
+			d[1] = clamp8(int32(p[1])*w0 + int32(p[4])*w1 + int32(p[7])*w2)
+			d[2] = clamp8(int32(p[2])*w0 + int32(p[5])*w1 + int32(p[8])*w2)
+		default:
+			var r, g, b int32
+			for k, wk := range w {
+				q := p[k*3 : k*3+3 : k*3+3]
+				r += int32(q[0]) * wk
+				g += int32(q[1]) * wk
+				b += int32(q[2]) * wk
+			}
+			d[0], d[1], d[2] = clamp8(r), clamp8(g), clamp8(b)
 		}
-		dst[i*3], dst[i*3+1], dst[i*3+2] = clamp8(r), clamp8(g), clamp8(b)
 	}
 }
 

@@ -22,6 +22,8 @@ func newBenchDecodeCmd() *cobra.Command {
 		size, resize, workers int
 		generate, passes      int
 		tensor                bool
+		quietWait             time.Duration
+		tries                 int
 	)
 	cmd := &cobra.Command{
 		Use:   "decode",
@@ -98,30 +100,46 @@ func newBenchDecodeCmd() *cobra.Command {
 				return err
 			}
 			perWorker := len(blobs) * passes
-			busy0, all0 := procStat()
-			own0 := ownCPU()
-			t0 := time.Now()
-			var wg sync.WaitGroup
-			errs := make([]error, workers)
-			for w := 0; w < workers; w++ {
-				wg.Add(1)
-				go func() { defer wg.Done(); errs[w] = run(w, perWorker) }()
-			}
-			wg.Wait()
-			el := time.Since(t0).Seconds()
-			busy1, all1 := procStat()
-			own := ownCPU() - own0
-			for _, e := range errs {
-				if e != nil {
-					return e
+			// Measure when the shared machine is quiet; retry under foreign load and keep the cleanest.
+			type try struct{ el, foreign float64 }
+			var best *try
+			for t := 0; t < max(tries, 1); t++ {
+				if waited := waitQuiet(quietWait); waited > 2*time.Second {
+					fmt.Fprintf(out, "# waited %.0f s for a quiet machine\n", waited.Seconds())
 				}
+				busy0, all0 := procStat()
+				own0 := ownCPU()
+				t0 := time.Now()
+				var wg sync.WaitGroup
+				errs := make([]error, workers)
+				for w := 0; w < workers; w++ {
+					wg.Add(1)
+					go func() { defer wg.Done(); errs[w] = run(w, perWorker) }()
+				}
+				wg.Wait()
+				el := time.Since(t0).Seconds()
+				busy1, all1 := procStat()
+				own := ownCPU() - own0
+				for _, e := range errs {
+					if e != nil {
+						return e
+					}
+				}
+				foreign := 0.0
+				if all1 > all0 {
+					foreign = max(0, (float64(busy1-busy0)-own*clkTck)/float64(all1-all0))
+				}
+				if best == nil || foreign < best.foreign {
+					best = &try{el, foreign}
+				}
+				if foreign <= 0.05 {
+					break
+				}
+				fmt.Fprintf(out, "# foreign CPU load %.0f%% during the run; retrying\n", foreign*100)
 			}
+			el, foreign := best.el, best.foreign
 			n := perWorker * workers
 			rate := float64(n) / el
-			foreign := 0.0
-			if all1 > all0 {
-				foreign = max(0, (float64(busy1-busy0)-own*clkTck)/float64(all1-all0))
-			}
 			fmt.Fprintf(out, "# %d images in %.2f s: %.2f ms/image/worker, %.0f images/s per worker; foreign CPU load during the run %.0f%%\n",
 				n, el, el*1e3*float64(workers)/float64(n), rate/float64(workers), foreign*100)
 			fmt.Fprintf(out, "decode: %.0f images/s\n", rate)
@@ -133,7 +151,9 @@ func newBenchDecodeCmd() *cobra.Command {
 	cmd.Flags().IntVar(&resize, "resize", 0, "shorter side before the centre crop (0 = size*256/224)")
 	cmd.Flags().IntVar(&workers, "workers", 1, "parallel decoding goroutines")
 	cmd.Flags().IntVar(&generate, "generate", 0, "first write this many synthetic 1024x1536 quality-90 JPEGs into --dir (if it has fewer)")
-	cmd.Flags().IntVar(&passes, "passes", 3, "passes over the files per worker")
+	cmd.Flags().IntVar(&passes, "passes", 5, "passes over the files per worker")
+	cmd.Flags().DurationVar(&quietWait, "quiet-wait", 60*time.Second, "before each try, wait up to this long for other processes to use under 8% of the CPUs")
+	cmd.Flags().IntVar(&tries, "tries", 3, "measure up to this many times while other load exceeds 5%, keeping the cleanest")
 	cmd.Flags().BoolVar(&tensor, "tensor", false, "also convert to normalised float32 CHW (the loader's full work)")
 	return cmd
 }
@@ -177,4 +197,19 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// waitQuiet waits (up to max) until other processes use under 8% of all CPUs over a second; it
+// returns how long it waited.
+func waitQuiet(limit time.Duration) time.Duration {
+	t0 := time.Now()
+	for {
+		b0, a0 := procStat()
+		time.Sleep(time.Second)
+		b1, a1 := procStat()
+		if a1 <= a0 || float64(b1-b0)/float64(a1-a0) < 0.08 || time.Since(t0) > limit {
+			return time.Since(t0)
+		}
+		time.Sleep(2 * time.Second)
+	}
 }

@@ -93,9 +93,14 @@ func newDataCacheCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			paths := make([]string, len(d.Samples))
-			for i, s := range d.Samples {
-				paths[i] = s.Path
+			// One entry per file (Omniglot lists each drawing under four rotation classes).
+			paths := make([]string, 0, len(d.Samples))
+			seen := make(map[string]bool, len(d.Samples))
+			for _, s := range d.Samples {
+				if !seen[s.Path] {
+					seen[s.Path] = true
+					paths = append(paths, s.Path)
+				}
 			}
 			abs, err := filepath.Abs(out)
 			if err != nil {
