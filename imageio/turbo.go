@@ -8,7 +8,6 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"unsafe"
 )
@@ -69,13 +68,28 @@ func (t *turbo) decode(b []byte, w, h, channels int, dst []byte) error {
 	rc := C.tjDecompress2(t.h, (*C.uchar)(unsafe.Pointer(&b[0])), C.ulong(len(b)),
 		(*C.uchar)(unsafe.Pointer(&dst[0])), C.int(w), C.int(w*channels), C.int(h), pf, 0)
 	if rc != 0 {
-		msg := t.errorString()
-		if C.tjGetErrorCode(t.h) == C.TJERR_WARNING && !strings.Contains(msg, "Premature end") {
-			return nil // e.g. "Corrupt JPEG data: N extraneous bytes before marker": the image is whole
+		if C.tjGetErrorCode(t.h) != C.TJERR_WARNING {
+			return fmt.Errorf("%w: %s", ErrCorrupt, t.errorString())
 		}
-		return fmt.Errorf("%w: %s", ErrCorrupt, msg)
+		// A warning. Its text is not kept reliably (libjpeg-turbo 2.1 formats only fatal errors), so
+		// tell a truncated file (the one warning that means missing pixels) by its missing
+		// end-of-image marker; others, such as extraneous bytes before a marker, leave the image whole.
+		if !hasEOI(b) {
+			return fmt.Errorf("%w: truncated JPEG (no end-of-image marker)", ErrCorrupt)
+		}
 	}
 	return nil
+}
+
+// hasEOI reports whether an end-of-image marker (FF D9) lies in the last KiB of the file.
+func hasEOI(b []byte) bool {
+	tail := b[max(0, len(b)-1024):]
+	for i := len(tail) - 2; i >= 0; i-- {
+		if tail[i] == 0xFF && tail[i+1] == 0xD9 {
+			return true
+		}
+	}
+	return false
 }
 
 // scale is a DCT scaling factor num/denom.
