@@ -215,7 +215,9 @@ func TestGeneratedMetadataRoundTrip(t *testing.T) {
 	}
 }
 
-func sprintf3(n int64) string { return string([]byte{byte('0' + n/100%10), byte('0' + n/10%10), byte('0' + n%10)}) }
+func sprintf3(n int64) string {
+	return string([]byte{byte('0' + n/100%10), byte('0' + n/10%10), byte('0' + n%10)})
+}
 func sprintf2(n int64) string { return string([]byte{byte('0' + n/10%10), byte('0' + n%10)}) }
 
 func TestImageFolderAndCSV(t *testing.T) {
@@ -413,6 +415,13 @@ func TestEpisodeSampler(t *testing.T) {
 	b := s.Sample(rand.New(rand.NewPCG(9, 9)))
 	if !slices.Equal(a.Classes, b.Classes) || !slices.Equal(a.Query[0], b.Query[0]) {
 		t.Error("not deterministic")
+	}
+	lit := EpisodeSampler{Way: 2, Shot: 1, Query: 1, Data: d}
+	if ep := lit.Sample(r); len(ep.Classes) != 2 {
+		t.Errorf("literal sampler episode %+v", ep)
+	}
+	if ep := (&EpisodeSampler{Way: 2, Shot: 1}).Sample(r); len(ep.Classes) != 0 {
+		t.Errorf("sampler without data gave %+v", ep)
 	}
 	// Restricted to a subset, only its samples appear.
 	sub := d.SamplesOfClasses([]int{0, 1, 3})

@@ -78,35 +78,62 @@ type Episode struct {
 
 // EpisodeSampler draws N-way K-shot Q-query episodes from the classes that have at least Shot+Query
 // samples (classes with fewer are still used for prototypes and prediction, just not in episodes).
+// Build it with NewEpisodeSampler (which checks it), or as a literal with Data (and optionally
+// Subset) set; it is prepared on first use.
 type EpisodeSampler struct {
 	Way, Shot, Query int
-	byClass          [][]int
-	eligible         []int
+	// Data is the dataset episodes come from; Subset restricts them to these sample positions
+	// (nil = all samples).
+	Data   *Dataset
+	Subset []int
+
+	ready    bool
+	byClass  [][]int
+	eligible []int
 }
 
 // NewEpisodeSampler prepares episodes over subset (sample positions; nil = all samples).
 func NewEpisodeSampler(d *Dataset, subset []int, way, shot, query int) (*EpisodeSampler, error) {
-	if way < 1 || shot < 1 || query < 0 {
-		return nil, fmt.Errorf("episode sampler: need way >= 1, shot >= 1, query >= 0, got %d-way %d-shot %d-query", way, shot, query)
+	s := &EpisodeSampler{Way: way, Shot: shot, Query: query, Data: d, Subset: subset}
+	if err := s.Init(); err != nil {
+		return nil, err
 	}
-	s := &EpisodeSampler{Way: way, Shot: shot, Query: query, byClass: d.ByClass(subset)}
+	return s, nil
+}
+
+// Init indexes the data and checks that Way classes have Shot+Query samples.
+func (s *EpisodeSampler) Init() error {
+	way, shot, query := s.Way, s.Shot, s.Query
+	if way < 1 || shot < 1 || query < 0 {
+		return fmt.Errorf("episode sampler: need way >= 1, shot >= 1, query >= 0, got %d-way %d-shot %d-query", way, shot, query)
+	}
+	if s.Data == nil {
+		return fmt.Errorf("episode sampler: no dataset")
+	}
+	s.byClass = s.Data.ByClass(s.Subset)
+	s.eligible = nil
 	for c, idx := range s.byClass {
 		if len(idx) >= shot+query {
 			s.eligible = append(s.eligible, c)
 		}
 	}
 	if len(s.eligible) < way {
-		return nil, fmt.Errorf("episode sampler: %d-way needs %d classes with at least %d images, only %d have that many",
+		return fmt.Errorf("episode sampler: %d-way needs %d classes with at least %d images, only %d have that many",
 			way, way, shot+query, len(s.eligible))
 	}
-	return s, nil
+	s.ready = true
+	return nil
 }
 
 // Eligible returns the classes episodes are drawn from.
 func (s *EpisodeSampler) Eligible() []int { return s.eligible }
 
-// Sample draws one episode: Way distinct classes, and for each Shot+Query distinct samples.
+// Sample draws one episode: Way distinct classes, and for each Shot+Query distinct samples. A sampler
+// that cannot be prepared (see Init) gives an empty episode.
 func (s *EpisodeSampler) Sample(r *rand.Rand) Episode {
+	if !s.ready && s.Init() != nil {
+		return Episode{}
+	}
 	ep := Episode{
 		Classes: make([]int, s.Way),
 		Support: make([][]int, s.Way),
