@@ -21,14 +21,19 @@ type batcher struct {
 	queue    chan *job
 	expected atomic.Int64 // requests admitted that have not reached the queue yet
 	observe  func(n int)  // batch size hook (metrics)
+	// search ranks the prototypes for a whole batch of embeddings at once (nil: embeddings only).
+	search func(q []float32, n, k int) ([]float32, []int64, int, error)
 	done     chan struct{}
 }
 
 type job struct {
-	x   []float32
-	out []float32
-	err error
-	ok  chan struct{}
+	x    []float32
+	k    int // nearest prototypes wanted (0: the embedding only)
+	out  []float32
+	dist []float32
+	ids  []int64
+	err  error
+	ok   chan struct{}
 }
 
 var errClosed = errors.New("server is shutting down")
@@ -58,19 +63,25 @@ func (b *batcher) expect() func() {
 
 // embed queues one image and waits for its embedding.
 func (b *batcher) embed(ctx context.Context, x []float32) ([]float32, error) {
-	j := &job{x: x, ok: make(chan struct{})}
+	j, err := b.do(ctx, x, 0)
+	return j.out, err
+}
+
+// do queues one image and waits for its embedding and, with k > 0, its nearest prototypes.
+func (b *batcher) do(ctx context.Context, x []float32, k int) (*job, error) {
+	j := &job{x: x, k: k, ok: make(chan struct{})}
 	select {
 	case b.queue <- j:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return j, ctx.Err()
 	case <-b.done:
-		return nil, errClosed
+		return j, errClosed
 	}
 	select {
 	case <-j.ok:
-		return j.out, j.err
+		return j, j.err
 	case <-b.done:
-		return nil, errClosed
+		return j, errClosed
 	}
 }
 
@@ -128,11 +139,25 @@ func (b *batcher) process(batch []*job) {
 	}
 	out, err := b.emb.Embed(x, n)
 	d := b.emb.Dim()
+	k := 0
+	for _, j := range batch {
+		k = max(k, j.k)
+	}
+	var dist []float32
+	var ids []int64
+	var kk int
+	if err == nil && k > 0 && b.search != nil {
+		dist, ids, kk, err = b.search(out, n, k)
+	}
 	for i, j := range batch {
-		if err != nil {
+		switch {
+		case err != nil:
 			j.err = err
-		} else {
+		default:
 			j.out = out[i*d : (i+1)*d : (i+1)*d]
+			if j.k > 0 && kk > 0 {
+				j.dist, j.ids = dist[i*kk:(i+1)*kk:(i+1)*kk], ids[i*kk:(i+1)*kk:(i+1)*kk]
+			}
 		}
 		close(j.ok)
 	}

@@ -195,19 +195,15 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	arrived()
-	emb, err := s.batch.embed(r.Context(), x)
+	j, err := s.batch.do(r.Context(), x, k)
 	if err != nil {
 		s.writeErr(w, err)
 		return
 	}
-	res, err := s.rank(r.Context(), emb, k)
-	if err != nil {
-		s.writeErr(w, err)
-		return
-	}
+	res := s.matches(j.dist, j.ids, k)
 	out := IdentifyResponse{Species: res, Temperature: s.temp}
 	if s.cfg.Index != nil && len(res) > 0 {
-		out.Specimens = s.cfg.Index.Nearest(emb, res[0].ID, 6)
+		out.Specimens = s.cfg.Index.Nearest(j.out, res[0].ID, 6)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

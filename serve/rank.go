@@ -18,28 +18,33 @@ type Match struct {
 // softmaxK is the least number of nearest prototypes the probabilities are normalised over.
 const softmaxK = 64
 
-// rank returns the k nearest species of one embedding with calibrated probabilities.
-func (s *Server) rank(ctx context.Context, q []float32, k int) ([]Match, error) {
+// searchBatch finds the nearest prototypes of n embeddings in one search (one matrix product for
+// the whole batch): kk = min(C, max(k, softmaxK)) per query, row-major.
+func (s *Server) searchBatch(q []float32, n, k int) (dist []float32, ids []int64, kk int, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	n := s.flat.Len()
-	if n == 0 {
-		return []Match{}, nil
+	c := s.flat.Len()
+	if c == 0 {
+		return nil, nil, 0, nil
 	}
-	kk := min(n, max(k, softmaxK))
-	dist, ids, err := s.flat.Search(ctx, q, kk)
-	if err != nil {
-		return nil, err
-	}
+	kk = min(c, max(k, softmaxK))
+	dist, ids, err = s.flat.Search(context.Background(), q, kk)
+	return dist, ids, kk, err
+}
+
+// matches turns one query's nearest prototypes into the top-k species with probabilities.
+func (s *Server) matches(dist []float32, ids []int64, k int) []Match {
 	p := softmax(dist, s.temp)
-	out := make([]Match, 0, min(k, kk))
-	for i := range min(k, kk) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Match, 0, min(k, len(ids)))
+	for i := range min(k, len(ids)) {
 		if ids[i] < 0 {
 			break
 		}
 		out = append(out, Match{Species: s.species[ids[i]], Distance: float64(dist[i]), Probability: p[i]})
 	}
-	return out, nil
+	return out
 }
 
 // softmax returns softmax(−d/T) (+Inf entries get 0).

@@ -21,7 +21,8 @@
 // Identify requests are decoded in their own goroutines and their tensors queued to one batcher
 // goroutine that runs a forward pass per batch (see batcher): a batch takes what is queued and
 // waits, at most BatchWindow, only while admitted requests are still being read or decoded, up
-// to MaxBatch images. A lone client is not delayed; under load the batches fill.
+// to MaxBatch images. A lone client is not delayed; under load the batches fill. The prototype
+// search of a batch is one search too (one matrix product against all prototypes).
 //
 // # Probabilities
 //
@@ -159,6 +160,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.log.Info("serve: calibrated", "temperature", s.temp, "source", s.tempSource, "species", len(s.species))
 	s.batch = newBatcher(cfg.Embedder, cfg.MaxBatch, cfg.BatchWindow, func(n int) { s.met.batchSize.Observe(float64(n)) })
+	s.batch.search = s.searchBatch
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go func() { s.batch.run(ctx); close(s.stopped) }()
