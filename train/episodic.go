@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"time"
 
 	"protoherb/dataset"
 	"protoherb/nn"
@@ -98,6 +99,7 @@ func newEpisodic(ctx context.Context, rs *runState, bar progress.Options) (*epis
 
 func (e *episodic) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (stepResult, error) {
 	c := &e.rs.cfg
+	t0 := time.Now()
 	ep := e.sampler.Sample(r)
 	seed := r.Uint64()
 	e.idx = episodeOrder(ep, e.idx[:0])
@@ -107,6 +109,7 @@ func (e *episodic) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (step
 	}
 	n := len(e.idx)
 	x := e.rs.input(s, xs, n)
+	data := time.Since(t0)
 	emb := e.rs.model.Embed(x, true)
 	ns := int64(c.Way * c.Shot)
 	protos := Prototypes(emb.Narrow(0, 0, ns), c.Way, c.Shot)
@@ -121,7 +124,7 @@ func (e *episodic) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (step
 		return stepResult{loss: v}, err
 	}
 	acc, err := accuracy(logits, e.target)
-	return stepResult{loss: v, acc: acc, images: n}, err
+	return stepResult{loss: v, acc: acc, images: n, data: data}, err
 }
 
 // episodeOrder lists an episode's samples class-major: all support images, then all queries.

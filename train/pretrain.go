@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"protoherb/dataset"
 	"protoherb/nn"
@@ -121,6 +122,7 @@ func (p *pretrain) perm(epoch int) []int {
 }
 
 func (p *pretrain) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (stepResult, error) {
+	t0 := time.Now()
 	idx := p.batch(r, p.rs.step)
 	seed := r.Uint64()
 	xs, err := p.src.Load(ctx, idx, seed)
@@ -131,6 +133,7 @@ func (p *pretrain) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (step
 		p.target[i] = int64(p.label[p.d.Samples[k].Label])
 	}
 	x := p.rs.input(s, xs, len(idx))
+	data := time.Since(t0)
 	logits := p.rs.model.Logits(x, true)
 	y := torch.FromInt64(s, p.target, int64(len(idx)))
 	if p.rs.dev != torch.CPU {
@@ -142,7 +145,7 @@ func (p *pretrain) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (step
 		return stepResult{loss: v}, err
 	}
 	acc, err := accuracy(logits, p.target)
-	return stepResult{loss: v, acc: acc, images: len(idx)}, err
+	return stepResult{loss: v, acc: acc, images: len(idx), data: data}, err
 }
 
 // validate classifies the held-out images (eval mode) and reports top-1 accuracy.

@@ -44,13 +44,16 @@ type Result struct {
 	BestAcc     float64
 	ImagesPerS  float64 // training throughput (images in steps / time in steps)
 	SecPerStep  float64
-	Losses      []float64 // the loss of every step this call ran, in order
+	// DataShare is the share of the step time spent sampling and loading images.
+	DataShare float64
+	Losses    []float64 // the loss of every step this call ran, in order
 }
 
 // stepResult is what one training step reports.
 type stepResult struct {
 	loss, acc float64
 	images    int
+	data      time.Duration // of which spent sampling and loading images
 }
 
 // task is one training stage: how a step is taken and how validation is measured.
@@ -161,6 +164,9 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 			return Result{}, err
 		}
 		res.Checkpoint = path
+		if rs.step >= cfg.Steps {
+			return Result{}, fmt.Errorf("resume: %s is at step %d, which already reaches --steps %d; give a larger --steps to continue", path, rs.step, cfg.Steps)
+		}
 		if err := metrics.Rewind(metricsPath, int64(rs.step)); err != nil {
 			return Result{}, fmt.Errorf("resume: %w", err)
 		}
@@ -201,6 +207,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 	defer scope.Close()
 	var trainTime time.Duration
 	var trainImages int
+	var dataTime time.Duration
 	lastSaved := rs.step
 	if !opt.Resume {
 		lastSaved = -1
@@ -250,12 +257,13 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 		dt := time.Since(t0)
 		trainTime += dt
 		trainImages += sr.images
+		dataTime += sr.data
 		rs.step++
 		res.Loss = sr.loss
 		res.Losses = append(res.Losses, sr.loss)
 		ips := float64(trainImages) / trainTime.Seconds()
 		if err := mw.Write(metrics.Record{Step: int64(rs.step), Phase: "train", Values: map[string]float64{
-			"loss": sr.loss, "acc": sr.acc, "lr": lr, "images_per_s": float64(sr.images) / dt.Seconds()}}); err != nil {
+			"loss": sr.loss, "acc": sr.acc, "lr": lr, "images_per_s": float64(sr.images) / dt.Seconds(), "step_s": dt.Seconds(), "data_s": sr.data.Seconds()}}); err != nil {
 			return res, err
 		}
 		bar.Describe(fmt.Sprintf("%s step %d/%d loss %.4f acc %.3f %.0f img/s", cfg.Mode, rs.step, cfg.Steps, sr.loss, sr.acc, ips))
@@ -311,6 +319,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 	if trainTime > 0 && len(res.Losses) > 0 {
 		res.ImagesPerS = float64(trainImages) / trainTime.Seconds()
 		res.SecPerStep = trainTime.Seconds() / float64(len(res.Losses))
+		res.DataShare = dataTime.Seconds() / trainTime.Seconds()
 	}
 	return res, mw.Flush()
 }

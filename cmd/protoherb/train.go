@@ -61,7 +61,8 @@ func newRunCmd(mode string, cmd *cobra.Command) *cobra.Command {
 			fmt.Fprintf(out, "best validation accuracy %.4f (%s)\n", res.BestAcc, res.Best)
 		}
 		if res.SecPerStep > 0 {
-			fmt.Fprintf(out, "%.3f s/step, %.0f images/s\n", res.SecPerStep, res.ImagesPerS)
+			fmt.Fprintf(out, "%.3f s/step, %.0f images/s, %.1f%% of the step time in sampling and loading images\n",
+				res.SecPerStep, res.ImagesPerS, 100*res.DataShare)
 		}
 		fmt.Fprintf(out, "%s: step %d, loss %.4f, checkpoint %s\n", mode, res.Step, res.Loss, res.Checkpoint)
 		return nil
