@@ -23,7 +23,7 @@ type batcher struct {
 	observe  func(n int)  // batch size hook (metrics)
 	// search ranks the prototypes for a whole batch of embeddings at once (nil: embeddings only).
 	search func(q []float32, n, k int) ([]float32, []int64, int, error)
-	done     chan struct{}
+	done   chan struct{}
 }
 
 type job struct {
