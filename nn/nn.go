@@ -54,6 +54,9 @@ type Backbone interface {
 	OutDim() int
 }
 
+// Backbones lists the accepted Config.Backbone values, for flag help.
+var Backbones = []string{"conv4", "resnet12", "resnet18", "resnet50", "torchscript:PATH"}
+
 // Config selects and sizes a Model.
 type Config struct {
 	Backbone   string // conv4 | resnet12 | resnet18 | resnet50 | torchscript:PATH

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"sync"
 
 	"protoherb/torch"
 )
@@ -16,7 +17,8 @@ type Script struct {
 	params  []Param
 	buffers []Param
 	outDim  int
-	train   int // last mode set: -1 unknown, 0 eval, 1 train
+	mu      sync.Mutex // guards train and the module's mode between concurrent Forward calls
+	train   int        // last mode set: -1 unknown, 0 eval, 1 train
 }
 
 // NewScript loads a TorchScript backbone and measures its output size on one in×size×size input.
@@ -66,18 +68,22 @@ func NewScript(path string, dev torch.Device, in, size int) (*Script, error) {
 // OutDim returns the flattened output size.
 func (s *Script) OutDim() int { return s.outDim }
 
-// Forward runs the module (in training or eval mode) and flattens its output to [N, D].
+// Forward runs the module (in training or eval mode) and flattens its output to [N, D]. The mode is
+// the module's own state: concurrent calls must all use the same mode.
 func (s *Script) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 	mode := 0
 	if train {
 		mode = 1
 	}
+	s.mu.Lock()
 	if s.train != mode {
 		if err := s.Module.Train(train); err != nil {
+			s.mu.Unlock()
 			return torch.Errorf("jit_train", "%s: %v", s.Path, err)
 		}
 		s.train = mode
 	}
+	s.mu.Unlock()
 	y := s.Module.Forward(x)
 	if y.Dim() == 2 {
 		return y
