@@ -1,0 +1,237 @@
+package proto
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+)
+
+// Build chooses how prototypes are made from the per-class sums. The zero value gives plain class
+// means (Snell et al.'s prototypes).
+type Build struct {
+	// Center subtracts the global mean embedding (over all images) from prototypes and queries.
+	Center bool
+	// ShrinkGenus (λ) and ShrinkFamily (μ) pull a class with n images toward the mean of the other
+	// classes of its genus, then of its family: p = (n·mean + λ·genus)/(n + λ), then
+	// p = (n·p + μ·family)/(n + μ). Classes alone in their genus (family) skip that step.
+	ShrinkGenus, ShrinkFamily float64
+	// AutoShrink estimates λ and μ from the data (empirical Bayes: the within-class variance over the
+	// variance of class means around their genus or family), overriding ShrinkGenus/ShrinkFamily.
+	AutoShrink bool
+	// Normalize scales prototypes and queries to unit length after everything else, so the squared
+	// L2 search ranks by cosine similarity.
+	Normalize bool
+}
+
+// Prototypes are the vectors a search runs against, with the transform queries need to live in the
+// same space.
+type Prototypes struct {
+	Dim     int
+	Model   string
+	Classes []Class   // one per prototype
+	Vectors []float32 // len(Classes) × Dim
+	// Query transform, in order: unit length (NormalizeEmbeddings), minus Mean (when not nil), unit
+	// length (Normalize).
+	NormalizeEmbeddings bool
+	Mean                []float32
+	Normalize           bool
+	// Excluded lists the classes of the store that have no images and so no prototype.
+	Excluded []int64
+	// Lambda and Mu are the shrinkage used (estimated when Build.AutoShrink).
+	Lambda, Mu float64
+}
+
+// IDs returns the class ids of the prototypes in order.
+func (p *Prototypes) IDs() []int64 {
+	ids := make([]int64, len(p.Classes))
+	for i, c := range p.Classes {
+		ids[i] = c.ID
+	}
+	return ids
+}
+
+// Transform maps query embeddings (rows of Dim values) in place into the prototypes' space. A
+// query of another dimension (another model) is an error.
+func (p *Prototypes) Transform(queries []float32) error {
+	if p.Dim <= 0 || len(queries)%p.Dim != 0 {
+		return fmt.Errorf("proto: %d query values are not whole embeddings of the prototypes' dimension %d (another model?)", len(queries), p.Dim)
+	}
+	for r := 0; r < len(queries); r += p.Dim {
+		q := queries[r : r+p.Dim]
+		if p.NormalizeEmbeddings {
+			unit32(q)
+		}
+		for j, m := range p.Mean {
+			q[j] -= m
+		}
+		if p.Normalize {
+			unit32(q)
+		}
+	}
+	return nil
+}
+
+func unit32(x []float32) {
+	var s float64
+	for _, v := range x {
+		s += float64(v) * float64(v)
+	}
+	if s == 0 {
+		return
+	}
+	inv := 1 / math.Sqrt(s)
+	for i, v := range x {
+		x[i] = float32(float64(v) * inv)
+	}
+}
+
+func unit64(x []float64) {
+	var s float64
+	for _, v := range x {
+		s += v * v
+	}
+	if s == 0 {
+		return
+	}
+	inv := 1 / math.Sqrt(s)
+	for i := range x {
+		x[i] *= inv
+	}
+}
+
+// group is the classes (with images) sharing a genus or a family: the sum of their (centred) means.
+type group struct {
+	sum  []float64
+	n    int     // classes
+	invN float64 // Σ 1/n_c over its classes (for the variance estimate)
+}
+
+// Build makes one prototype per class that has images.
+func (s *Store) Build(b Build) (*Prototypes, error) {
+	d := s.dim
+	p := &Prototypes{Dim: d, Model: s.model, NormalizeEmbeddings: s.opt.NormalizeEmbeddings, Normalize: b.Normalize}
+	var rows []int
+	for r, c := range s.classes {
+		if s.counts[r] == 0 {
+			p.Excluded = append(p.Excluded, c.ID)
+			continue
+		}
+		rows = append(rows, r)
+	}
+	if len(p.Excluded) > 0 {
+		slog.Warn("classes without images have no prototype and cannot be predicted",
+			"classes", len(p.Excluded), "first", p.Excluded[:min(5, len(p.Excluded))])
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("proto: none of the %d classes has an image", len(s.classes))
+	}
+	// Class means, centred on the global mean when asked.
+	mean := make([]float64, d)
+	if b.Center {
+		var n int64
+		for _, r := range rows {
+			for j, v := range s.sums[r*d : (r+1)*d] {
+				mean[j] += v
+			}
+			n += s.counts[r]
+		}
+		p.Mean = make([]float32, d)
+		for j := range mean {
+			mean[j] /= float64(n)
+			p.Mean[j] = float32(mean[j])
+		}
+	}
+	mu := make([][]float64, len(rows))
+	for i, r := range rows {
+		m := make([]float64, d)
+		n := float64(s.counts[r])
+		for j, v := range s.sums[r*d : (r+1)*d] {
+			m[j] = v/n - mean[j]
+		}
+		mu[i] = m
+	}
+	genus, family := s.groups(rows, mu)
+	lambda, muF := b.ShrinkGenus, b.ShrinkFamily
+	if b.AutoShrink {
+		lambda, muF = s.estimateShrink(rows, mu, genus, family)
+	}
+	if lambda < 0 || muF < 0 {
+		return nil, fmt.Errorf("proto: shrinkage genus=%g family=%g: must not be negative", lambda, muF)
+	}
+	p.Lambda, p.Mu = lambda, muF
+	p.Vectors = make([]float32, len(rows)*d)
+	p.Classes = make([]Class, len(rows))
+	loo := make([]float64, d)
+	v := make([]float64, d)
+	for i, r := range rows {
+		c := s.classes[r]
+		p.Classes[i] = c
+		copy(v, mu[i])
+		n := float64(s.counts[r])
+		if g := genus[genusKey(c)]; lambda > 0 && g != nil && g.n >= 2 {
+			leaveOneOut(loo, g, mu[i])
+			shrink(v, n, loo, lambda)
+		}
+		if f := family[c.Family]; muF > 0 && c.Family != "" && f.n >= 2 {
+			leaveOneOut(loo, f, mu[i])
+			shrink(v, n, loo, muF)
+		}
+		if b.Normalize {
+			unit64(v)
+		}
+		out := p.Vectors[i*d : (i+1)*d]
+		for j, x := range v {
+			out[j] = float32(x)
+		}
+	}
+	return p, nil
+}
+
+func genusKey(c Class) string {
+	if c.Genus == "" {
+		return ""
+	}
+	return c.Family + "\x00" + c.Genus
+}
+
+// groups sums the class means per genus and per family (before any shrinkage).
+func (s *Store) groups(rows []int, mu [][]float64) (genus, family map[string]*group) {
+	genus, family = map[string]*group{}, map[string]*group{}
+	add := func(m map[string]*group, key string, v []float64, n int64) {
+		if key == "" {
+			return
+		}
+		g := m[key]
+		if g == nil {
+			g = &group{sum: make([]float64, len(v))}
+			m[key] = g
+		}
+		for j, x := range v {
+			g.sum[j] += x
+		}
+		g.n++
+		g.invN += 1 / float64(n)
+	}
+	for i, r := range rows {
+		c := s.classes[r]
+		add(genus, genusKey(c), mu[i], s.counts[r])
+		add(family, c.Family, mu[i], s.counts[r])
+	}
+	return genus, family
+}
+
+// leaveOneOut writes the mean of the group's other classes (their unshrunk means) into dst; own is
+// the class's unshrunk mean.
+func leaveOneOut(dst []float64, g *group, own []float64) {
+	k := float64(g.n - 1)
+	for j := range dst {
+		dst[j] = (g.sum[j] - own[j]) / k
+	}
+}
+
+// shrink sets v = (n·v + w·target)/(n + w).
+func shrink(v []float64, n float64, target []float64, w float64) {
+	for j := range v {
+		v[j] = (n*v[j] + w*target[j]) / (n + w)
+	}
+}

@@ -1,0 +1,107 @@
+package proto
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"protoherb/nn"
+	"protoherb/torch"
+)
+
+// Format is the metadata "format" value of a prototype store file.
+const Format = "protoherb.prototypes/1"
+
+// The file is safetensors: tensors sums [C, D] F64, counts [C] I64 and sqnorms [C] F64 (Σ|x|² per
+// class), row i being class i; metadata (string → string): format, dim, model (fingerprint),
+// options (JSON of Options) and classes (JSON list of {id, name, genus, family}).
+
+// Save writes the store to path atomically: an interrupted save leaves any previous file intact.
+func (s *Store) Save(path string) error {
+	c := int64(len(s.classes))
+	classes, err := json.Marshal(s.classes)
+	if err != nil {
+		return fmt.Errorf("%s: classes: %w", path, err)
+	}
+	opt, _ := json.Marshal(s.opt)
+	ps := []nn.Param{
+		{Name: "sums", T: torch.FromFloat64(nil, s.sums, c, int64(s.dim))},
+		{Name: "counts", T: torch.FromInt64(nil, s.counts, c)},
+		{Name: "sqnorms", T: torch.FromFloat64(nil, s.sqnorms, c)},
+	}
+	defer nn.FreeParams(ps)
+	meta := map[string]string{
+		"format":  Format,
+		"dim":     strconv.Itoa(s.dim),
+		"model":   s.model,
+		"options": string(opt),
+		"classes": string(classes),
+	}
+	return nn.SaveSafetensors(path, ps, meta)
+}
+
+// Load reads a store written by Save.
+func Load(path string) (*Store, error) {
+	ts, meta, err := nn.LoadSafetensors(path)
+	if err != nil {
+		return nil, err
+	}
+	defer nn.FreeTensors(ts)
+	if f := meta["format"]; f != Format {
+		return nil, fmt.Errorf("%s: not a prototype file (format %q, want %q)", path, f, Format)
+	}
+	dim, err := strconv.Atoi(meta["dim"])
+	if err != nil || dim <= 0 {
+		return nil, fmt.Errorf("%s: bad dim %q", path, meta["dim"])
+	}
+	var opt Options
+	if err := json.Unmarshal([]byte(meta["options"]), &opt); err != nil {
+		return nil, fmt.Errorf("%s: bad options: %w", path, err)
+	}
+	var classes []Class
+	if err := json.Unmarshal([]byte(meta["classes"]), &classes); err != nil {
+		return nil, fmt.Errorf("%s: bad classes: %w", path, err)
+	}
+	s, err := New(dim, meta["model"], classes, opt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c := len(classes)
+	get := func(name string, shape ...int64) *torch.Tensor {
+		t := ts[name]
+		if t == nil {
+			err = errors.Join(err, fmt.Errorf("no tensor %q", name))
+			return nil
+		}
+		if got := t.Shape(); fmt.Sprint(got) != fmt.Sprint(shape) {
+			err = errors.Join(err, fmt.Errorf("tensor %s has shape %v, want %v", name, got, shape))
+			return nil
+		}
+		return t
+	}
+	sums, counts, sq := get("sums", int64(c), int64(dim)), get("counts", int64(c)), get("sqnorms", int64(c))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if s.sums, err = sums.Float64s(); err == nil {
+		if s.counts, err = counts.Int64s(); err == nil {
+			s.sqnorms, err = sq.Float64s()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for r, n := range s.counts {
+		if n < 0 {
+			return nil, fmt.Errorf("%s: class %d has a negative count %d", path, classes[r].ID, n)
+		}
+	}
+	for i, v := range s.sums {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("%s: class %d has a non-finite sum", path, classes[i/dim].ID)
+		}
+	}
+	return s, nil
+}

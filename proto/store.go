@@ -1,0 +1,265 @@
+// Package proto holds the prototype store: per-class sums and counts of embeddings (float64, so that
+// shards merge exactly), the classes with their taxonomy and the fingerprint of the model that made
+// the embeddings, and the robust prototypes built from them (normalisation, centering, shrinkage
+// toward the genus and family means).
+//
+// A class that has no images is kept in the store (so that adding images later works) but excluded
+// from the prototypes a Build returns, with a warning; Prototypes.Excluded lists such classes.
+package proto
+
+import (
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Class is one species and its taxonomy.
+type Class struct {
+	ID     int64  `json:"id"`
+	Name   string `json:"name"`
+	Genus  string `json:"genus,omitempty"`
+	Family string `json:"family,omitempty"`
+}
+
+// Options fix how embeddings are summed; they are stored with the sums and must agree to merge.
+type Options struct {
+	// NormalizeEmbeddings scales every embedding to unit L2 length before it is summed; queries are
+	// scaled the same way by Prototypes.Transform.
+	NormalizeEmbeddings bool `json:"normalize_embeddings"`
+}
+
+// Store accumulates per-class sums, counts and sums of squared lengths of embeddings.
+// It is not safe for concurrent use.
+type Store struct {
+	dim     int
+	model   string
+	opt     Options
+	classes []Class
+	row     map[int64]int // class id → row
+	sums    []float64     // len(classes) × dim
+	counts  []int64
+	sqnorms []float64 // Σ|x|² per class (for the data-driven shrinkage)
+}
+
+// New returns an empty store for dim-dimensional embeddings from the model with the given
+// fingerprint, holding the given classes (duplicate ids are an error).
+func New(dim int, model string, classes []Class, opt Options) (*Store, error) {
+	if dim <= 0 {
+		return nil, fmt.Errorf("proto: embedding dimension %d must be positive", dim)
+	}
+	s := &Store{dim: dim, model: model, opt: opt, row: make(map[int64]int, len(classes))}
+	for _, c := range classes {
+		if err := s.addClass(c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) addClass(c Class) error {
+	if _, dup := s.row[c.ID]; dup {
+		return fmt.Errorf("proto: class id %d appears twice", c.ID)
+	}
+	s.row[c.ID] = len(s.classes)
+	s.classes = append(s.classes, c)
+	s.sums = append(s.sums, make([]float64, s.dim)...)
+	s.counts = append(s.counts, 0)
+	s.sqnorms = append(s.sqnorms, 0)
+	return nil
+}
+
+// Dim returns the embedding dimension.
+func (s *Store) Dim() int { return s.dim }
+
+// Model returns the fingerprint of the model whose embeddings the store holds.
+func (s *Store) Model() string { return s.model }
+
+// Options returns how embeddings are summed.
+func (s *Store) Options() Options { return s.opt }
+
+// Len returns the number of classes (with or without images).
+func (s *Store) Len() int { return len(s.classes) }
+
+// Classes returns the classes in store order (a copy).
+func (s *Store) Classes() []Class { return slices.Clone(s.classes) }
+
+// Class returns the class with the given id.
+func (s *Store) Class(id int64) (Class, bool) {
+	r, ok := s.row[id]
+	if !ok {
+		return Class{}, false
+	}
+	return s.classes[r], true
+}
+
+// Count returns the number of embeddings summed for class id (0 for an unknown class).
+func (s *Store) Count(id int64) int64 {
+	if r, ok := s.row[id]; ok {
+		return s.counts[r]
+	}
+	return 0
+}
+
+// Total returns the number of embeddings summed over all classes.
+func (s *Store) Total() int64 {
+	var n int64
+	for _, c := range s.counts {
+		n += c
+	}
+	return n
+}
+
+// Mean returns class id's mean embedding (nil when it has no images).
+func (s *Store) Mean(id int64) []float64 {
+	r, ok := s.row[id]
+	if !ok || s.counts[r] == 0 {
+		return nil
+	}
+	m := slices.Clone(s.sums[r*s.dim : (r+1)*s.dim])
+	for j := range m {
+		m[j] /= float64(s.counts[r])
+	}
+	return m
+}
+
+// Accumulate adds embeddings (len(labels) rows of Dim values) to the sums of their classes.
+// imageIDs, when not nil, name the rows in errors. Nothing is added when any row is bad: a wrong
+// dimension, a non-finite value, or a label that is not one of the store's classes.
+func (s *Store) Accumulate(embeddings []float32, labels []int64, imageIDs []int64) error {
+	if _, err := s.check(embeddings, len(labels), imageIDs); err != nil {
+		return err
+	}
+	idx := make([]int, len(labels))
+	for i, l := range labels {
+		r, ok := s.row[l]
+		if !ok {
+			return fmt.Errorf("proto: %s has label %d, which is not a class of the prototypes", rowName(i, imageIDs), l)
+		}
+		idx[i] = r
+	}
+	for i, r := range idx {
+		s.addRow(r, embeddings[i*s.dim:(i+1)*s.dim])
+	}
+	return nil
+}
+
+// Add appends class c with the given embeddings, or, when a class with c.ID exists, adds the
+// embeddings to it and updates its name and taxonomy (fields left empty keep their value). This is
+// how a species is added without retraining.
+func (s *Store) Add(c Class, embeddings []float32) error {
+	n := 0
+	if s.dim > 0 {
+		n = len(embeddings) / s.dim
+	}
+	if _, err := s.check(embeddings, n, nil); err != nil {
+		return fmt.Errorf("class %d (%s): %w", c.ID, c.Name, err)
+	}
+	r, ok := s.row[c.ID]
+	if !ok {
+		if err := s.addClass(c); err != nil {
+			return err
+		}
+		r = s.row[c.ID]
+	} else {
+		old := &s.classes[r]
+		if c.Name != "" {
+			old.Name = c.Name
+		}
+		if c.Genus != "" {
+			old.Genus = c.Genus
+		}
+		if c.Family != "" {
+			old.Family = c.Family
+		}
+	}
+	for i := range n {
+		s.addRow(r, embeddings[i*s.dim:(i+1)*s.dim])
+	}
+	return nil
+}
+
+// check validates n rows of embeddings.
+func (s *Store) check(embeddings []float32, n int, imageIDs []int64) (int, error) {
+	if len(embeddings) != n*s.dim {
+		if n > 0 && len(embeddings)%n == 0 {
+			return 0, fmt.Errorf("proto: embeddings have dimension %d, the prototypes %d (another model?)", len(embeddings)/n, s.dim)
+		}
+		return 0, fmt.Errorf("proto: %d embedding values are not %d rows of dimension %d", len(embeddings), n, s.dim)
+	}
+	if imageIDs != nil && len(imageIDs) != n {
+		return 0, fmt.Errorf("proto: %d image ids for %d embeddings", len(imageIDs), n)
+	}
+	for i, v := range embeddings {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return 0, fmt.Errorf("proto: %s has a non-finite value (%v) at column %d", rowName(i/s.dim, imageIDs), v, i%s.dim)
+		}
+	}
+	return n, nil
+}
+
+func rowName(i int, imageIDs []int64) string {
+	if imageIDs != nil {
+		return fmt.Sprintf("embedding row %d (image %d)", i, imageIDs[i])
+	}
+	return fmt.Sprintf("embedding row %d", i)
+}
+
+func (s *Store) addRow(r int, x []float32) {
+	scale := 1.0
+	var sq float64
+	for _, v := range x {
+		sq += float64(v) * float64(v)
+	}
+	if s.opt.NormalizeEmbeddings && sq > 0 {
+		scale = 1 / math.Sqrt(sq)
+		sq = 1
+	}
+	sum := s.sums[r*s.dim : (r+1)*s.dim]
+	for j, v := range x {
+		sum[j] += float64(v) * scale
+	}
+	s.counts[r]++
+	s.sqnorms[r] += sq
+}
+
+// Merge returns a new store holding the classes of all the stores and the exact sums of their
+// embeddings. The stores must share the dimension, the model fingerprint and the options; a class
+// id present in several stores must name the same class.
+func Merge(a *Store, more ...*Store) (*Store, error) {
+	out, err := New(a.dim, a.model, nil, a.opt)
+	if err != nil {
+		return nil, err
+	}
+	for i, s := range append([]*Store{a}, more...) {
+		if s.dim != a.dim {
+			return nil, fmt.Errorf("proto: merge: store %d has dimension %d, store 0 has %d", i, s.dim, a.dim)
+		}
+		if s.model != a.model {
+			return nil, fmt.Errorf("proto: merge: store %d was made by model %q, store 0 by %q", i, s.model, a.model)
+		}
+		if s.opt != a.opt {
+			return nil, fmt.Errorf("proto: merge: store %d sums embeddings with %+v, store 0 with %+v", i, s.opt, a.opt)
+		}
+		for r, c := range s.classes {
+			o, ok := out.row[c.ID]
+			if !ok {
+				if err := out.addClass(c); err != nil {
+					return nil, err
+				}
+				o = out.row[c.ID]
+			} else if have := out.classes[o]; !sameClass(have, c) {
+				return nil, fmt.Errorf("proto: merge: class %d is %q (%s, %s) in store %d but %q (%s, %s) before",
+					c.ID, c.Name, c.Genus, c.Family, i, have.Name, have.Genus, have.Family)
+			}
+			dst := out.sums[o*a.dim : (o+1)*a.dim]
+			for j, v := range s.sums[r*a.dim : (r+1)*a.dim] {
+				dst[j] += v
+			}
+			out.counts[o] += s.counts[r]
+			out.sqnorms[o] += s.sqnorms[r]
+		}
+	}
+	return out, nil
+}
+
+func sameClass(a, b Class) bool { return a == b }
