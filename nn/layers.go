@@ -27,12 +27,13 @@ func collect(s stateful, params, buffers bool) []Param {
 	return out
 }
 
-// drop frees an intermediate result that no scope owns (the caller's input is never passed here).
+// drop frees intermediate results now, scoped or not (the caller's input is never passed here).
+// Freeing a handle early is always safe: autograd keeps its own references to what backward needs,
+// and under NoGrad the memory goes back at once instead of at the scope's Reset, so an inference
+// forward holds about two activations at a time rather than all of them.
 func drop(ts ...*torch.Tensor) {
 	for _, t := range ts {
-		if t != nil && t.Scope() == nil {
-			t.Free()
-		}
+		t.Free()
 	}
 }
 
@@ -194,7 +195,10 @@ func NewCosineClassifier(dev torch.Device, in, out int64) *CosineClassifier {
 
 // Forward returns scale · cos(x, W) as [N, C].
 func (c *CosineClassifier) Forward(x *torch.Tensor) *torch.Tensor {
-	cos := torch.PairwiseCosine(x, c.Weight, 1e-8)
+	xn := torch.Normalize(x, 2, 1, 1e-12)
+	wn := torch.Normalize(c.Weight, 2, 1, 1e-12)
+	cos := torch.Linear(xn, wn, nil) // xn @ wnᵀ
+	drop(xn, wn)
 	y := cos.Mul(c.Scale)
 	drop(cos)
 	return y

@@ -198,3 +198,30 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardFreesIntermediates: a forward leaves only its output in the caller's scope (so an
+// inference pass holds a couple of activations at a time, not all of them), and training still works.
+func TestForwardFreesIntermediates(t *testing.T) {
+	for _, name := range []string{"conv4", "resnet12", "resnet18", "resnet50"} {
+		m := newModel(t, Config{Backbone: name, InChannels: 3, ImageSize: 32, EmbedDim: 8, L2Norm: true, NumClasses: 2, Classifier: "cosine"})
+		s := torch.NewScope()
+		x := torch.Randn(s, torch.Float32, torch.CPU, 2, 3, 32, 32)
+		var y *torch.Tensor
+		torch.NoGrad(func() { y = m.Embed(x, false) })
+		if err := y.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if s.Len() != 2 {
+			t.Errorf("%s: scope holds %d tensors after an eval forward, want 2 (input and output)", name, s.Len())
+		}
+		l := m.Logits(x, true)
+		if s.Len() != 3 {
+			t.Errorf("%s: scope holds %d tensors after a training forward, want 3", name, s.Len())
+		}
+		if err := l.Sum(false).Backward(); err != nil {
+			t.Fatalf("%s: backward after early frees: %v", name, err)
+		}
+		s.Close()
+		m.Close()
+	}
+}
