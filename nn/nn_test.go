@@ -74,6 +74,11 @@ func TestParameterCounts(t *testing.T) {
 		}
 		m.Close()
 	}
+	r12 := newModel(t, Config{Backbone: "resnet12", InChannels: 3})
+	if got := NumParams(r12.Parameters()); got != 12_424_320 { // the "12.4M" of MetaOptNet/RFS ResNet-12
+		t.Errorf("resnet12: %d parameters, want 12,424,320", got)
+	}
+	r12.Close()
 	m := newModel(t, Config{Backbone: "conv4", InChannels: 1, ImageSize: 28})
 	// 4 convs (1→64, then 64→64, 3×3 with bias) + 4 batch norms (64 weights + 64 biases)
 	want := int64((1*9+1)*64 + 3*(64*9+1)*64 + 4*128)

@@ -353,3 +353,54 @@ func TestPythonReadsOurFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestTorchvisionWeights loads a torchvision ResNet-18's state dict (written by
+// testdata/torchvision_ref.py) strictly, without renaming, and checks that our forward gives
+// torchvision's logits; it skips without python3-torchvision.
+func TestTorchvisionWeights(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torchvision").Run(); err != nil {
+		t.Skip("python3-torchvision not installed (apt-get install python3-torchvision): skipping the torchvision cross-check")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command(py, "testdata/torchvision_ref.py", "resnet18", dir).CombinedOutput(); err != nil {
+		t.Fatalf("python: %v\n%s", err, out)
+	}
+	var ref struct {
+		Logits []float64
+		Params int64
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "resnet18.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	m := newModel(t, Config{Backbone: "resnet18", InChannels: 3, NumClasses: 1000})
+	rep, err := m.Load(filepath.Join(dir, "resnet18.safetensors"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Loaded) != 122 || NumParams(m.Parameters()) != ref.Params {
+		t.Errorf("loaded %d tensors, %d parameters (torchvision %d)", len(rep.Loaded), NumParams(m.Parameters()), ref.Params)
+	}
+	in := make([]float32, 2*3*64*64)
+	for i := range in {
+		in[i] = float32(-2 + 4*float64(i)/float64(len(in)-1))
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	var got []float64
+	torch.NoGrad(func() { got = values(t, m.Logits(torch.FromFloat32(s, in, 2, 3, 64, 64), false)) })
+	if len(got) != len(ref.Logits) {
+		t.Fatalf("%d logits, torchvision %d", len(got), len(ref.Logits))
+	}
+	var worst float64
+	for i := range got {
+		worst = max(worst, math.Abs(got[i]-ref.Logits[i])/(1+math.Abs(ref.Logits[i])))
+	}
+	if worst > 1e-4 {
+		t.Errorf("logits differ from torchvision's by up to %.3g (relative)", worst)
+	}
+}
