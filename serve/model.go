@@ -38,6 +38,13 @@ type ModelSpec struct {
 	// square).
 	Resize int
 	Device torch.Device
+	// ChannelsLast runs the convolutions on NHWC memory (same results; about 2× faster for Conv-4
+	// on CPU here).
+	ChannelsLast bool
+	// Chunk is the most images per libtorch forward call (0 = the whole batch). On CPU a few images
+	// at a time keep the activations in cache: Conv-4 at 84 px costs ~2 ms per image in chunks of
+	// 4 but ~5 ms in one call of 32.
+	Chunk int
 }
 
 // ModelEmbedder runs an nn.Model in inference mode, one forward pass at a time.
@@ -46,6 +53,8 @@ type ModelEmbedder struct {
 	model *nn.Model
 	tf    imageio.Transform
 	dev   torch.Device
+	// Chunk is the most images per forward call (0 = all at once).
+	Chunk int
 }
 
 // NewModelEmbedder wraps a built model; the caller keeps ownership of m (Close it after the
@@ -85,16 +94,27 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 	if e.model == nil {
 		return nil, errors.New("embed: model closed")
 	}
-	var out []float32
+	chunk := e.Chunk
+	if chunk <= 0 {
+		chunk = n
+	}
+	per := c * s * s
+	out := make([]float32, 0, n*e.model.EmbedDim())
 	var err error
 	torch.NoGrad(func() {
 		sc := torch.NewScope()
 		defer sc.Close()
-		in := torch.FromFloat32(sc, x, int64(n), int64(c), int64(s), int64(s))
-		if e.dev != torch.CPU {
-			in = in.ToDevice(e.dev)
+		for i := 0; i < n && err == nil; i += chunk {
+			m := min(chunk, n-i)
+			in := torch.FromFloat32(sc, x[i*per:(i+m)*per], int64(m), int64(c), int64(s), int64(s))
+			if e.dev != torch.CPU {
+				in = in.ToDevice(e.dev)
+			}
+			var v []float32
+			v, err = e.model.Embed(in, false).Float32s()
+			out = append(out, v...)
+			sc.Reset()
 		}
-		out, err = e.model.Embed(in, false).Float32s()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embed %d images: %w", n, err)
@@ -155,7 +175,8 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		return nil, fmt.Errorf("model %s: the backbone and image size are not in its config; pass them (--backbone, --image-size)", path)
 	}
 	cfg := nn.Config{Backbone: spec.Backbone, InChannels: spec.Channels, ImageSize: spec.ImageSize,
-		EmbedDim: spec.EmbedDim, L2Norm: spec.L2Norm != nil && *spec.L2Norm, Device: spec.Device}
+		EmbedDim: spec.EmbedDim, L2Norm: spec.L2Norm != nil && *spec.L2Norm, Device: spec.Device,
+		ChannelsLast: spec.ChannelsLast}
 	m, err := nn.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", path, err)
@@ -169,7 +190,9 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	if tf.Channels == 0 {
 		tf.Channels = 3
 	}
-	return NewModelEmbedder(m, tf), nil
+	e := NewModelEmbedder(m, tf)
+	e.Chunk = spec.Chunk
+	return e, nil
 }
 
 // fill sets the zero fields of s from a run config.

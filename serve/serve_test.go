@@ -585,3 +585,41 @@ func TestBenchLosesNoEnrolment(t *testing.T) {
 		t.Errorf("the demo's prototype file has %d species after the bench, want %d", n, len(d.Species))
 	}
 }
+
+func TestChunkedForwardMatchesWholeBatch(t *testing.T) {
+	d := getDemo(t)
+	whole, err := LoadModel(d.Model, ModelSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Close()
+	chunked, err := LoadModel(d.Model, ModelSpec{Chunk: 2, ChannelsLast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chunked.Close()
+	var x []float32
+	for c := range 5 {
+		v, err := imageio.Preprocess(readFile(t, d.Images[c][0]), whole.Transform(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x = append(x, v...)
+	}
+	a, err := whole.Embed(x, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := chunked.Embed(x, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != len(b) || len(a) != 5*whole.Dim() {
+		t.Fatalf("lengths %d and %d, want %d", len(a), len(b), 5*whole.Dim())
+	}
+	for i := range a {
+		if math.Abs(float64(a[i]-b[i])) > 1e-4*(1+math.Abs(float64(a[i]))) {
+			t.Fatalf("value %d: %v whole, %v in chunks of 2", i, a[i], b[i])
+		}
+	}
+}

@@ -32,6 +32,7 @@ Without --model it serves a generated demo (Conv-4, random weights, --image-size
 specimen sheets of 320×480). The last line is "serve: X requests/s" at the highest client count.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			torch.SetNumThreads(threads)
+			o.Spec.Device = torch.CPU
 			out := cmd.OutOrStdout()
 			if o.Files.Model == "" {
 				dir := demoDir
@@ -65,8 +66,8 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 				o.Images = append(o.Images, b)
 			}
 			o.Out = out
-			fmt.Fprintf(out, "clients=%v duration=%s enrol-clients=%d max-batch=%d batch-window=%s torch-threads=%d images=%d\n",
-				o.Clients, o.Duration, o.EnrolClients, o.Config.MaxBatch, o.Config.BatchWindow, torch.NumThreads(), len(o.Images))
+			fmt.Fprintf(out, "clients=%v duration=%s enrol-clients=%d max-batch=%d batch-window=%s forward-chunk=%d channels-last=%v torch-threads=%d images=%d\n",
+				o.Clients, o.Duration, o.EnrolClients, o.Config.MaxBatch, o.Config.BatchWindow, o.Spec.Chunk, o.Spec.ChannelsLast, torch.NumThreads(), len(o.Images))
 			rep, err := serve.Bench(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -99,5 +100,7 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 	fl.IntVar(&o.Config.MaxBatch, "max-batch", 32, "images per forward pass at most")
 	fl.DurationVar(&o.Config.BatchWindow, "batch-window", 5*time.Millisecond, "longest a batch waits")
 	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0 = default)")
+	fl.BoolVar(&o.Spec.ChannelsLast, "channels-last", true, "run convolutions on NHWC memory")
+	fl.IntVar(&o.Spec.Chunk, "forward-chunk", 4, "most images per forward call within a batch (0 = whole batch)")
 	return cmd
 }
