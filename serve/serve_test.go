@@ -623,3 +623,27 @@ func TestChunkedForwardMatchesWholeBatch(t *testing.T) {
 		}
 	}
 }
+
+// A client that sends its headers and then stalls is cut off by the read timeout instead of
+// holding its connection (and a concurrency slot) for ever.
+func TestSlowClientIsCutOff(t *testing.T) {
+	ts := start(t, "", func(c *Config) { c.ReadTimeout = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/identify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n\xff\xd8\xff")
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b, err := io.ReadAll(conn) // returns when the server closes the connection
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the server kept a stalled upload open for 30 s")
+	}
+	if len(b) > 0 && !strings.Contains(string(b), " 400 ") && !strings.Contains(string(b), " 408 ") && !strings.Contains(string(b), " 413 ") {
+		t.Errorf("stalled upload answered %q", b)
+	}
+	// The slot was released: a normal request still succeeds.
+	if r := post(t, ts.url+"/v1/identify", "image/jpeg", readFile(t, getDemo(t).Images[0][0]), nil, nil); r.StatusCode != 200 {
+		t.Errorf("after the stalled client: status %d", r.StatusCode)
+	}
+}
