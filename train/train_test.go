@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"protoherb/checkpoint"
+	"protoherb/dataset"
 	"protoherb/metrics"
 	"protoherb/progress"
 )
@@ -314,5 +315,45 @@ func TestConfigFileAndValidation(t *testing.T) {
 	var e error = errNonFinite
 	if !errors.Is(fmt.Errorf("%w: x", e), errNonFinite) {
 		t.Error("wrap")
+	}
+}
+
+// TestMemoryImagesMatchFiles checks that images served from memory, with each sample's rotation
+// applied at batch time, equal the ones imageio's loader decodes and rotates from the files.
+func TestMemoryImagesMatchFiles(t *testing.T) {
+	data := writeFolder(t, 2, 3, 16, func(c, i, x, y int) uint8 { return uint8(x*13 + y*3 + c*50 + i*7) })
+	d, err := dataset.Open(data, dataset.Options{Format: "imagefolder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range d.Samples {
+		d.Samples[i].Rotate = 90 * (i % 4)
+	}
+	o := ImageOptions{Size: 12, Channels: 1, Invert: true, Workers: 2, Bar: progress.Options{Quiet: true}}
+	files, err := NewImages(context.Background(), d, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.InMemory = true
+	mem, err := NewImages(context.Background(), d, nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := []int{5, 0, 3, 2, 1, 4, 3}
+	a, err := files.Load(context.Background(), idx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := mem.Load(context.Background(), idx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != len(b) || len(a) != len(idx)*144 {
+		t.Fatalf("lengths %d and %d", len(a), len(b))
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("value %d (image %d, sample %d rotated %d): files %v, memory %v", i, i/144, idx[i/144], d.Samples[idx[i/144]].Rotate, a[i], b[i])
+		}
 	}
 }
