@@ -210,7 +210,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	for _, sp := range s.cfg.Store.Species() {
 		live[sp.Name] = sp.Count
 	}
-	re, err := OpenFileStore(o.Files.Prototypes)
+	re, err := OpenProtoStore(o.Files.Prototypes, o.Files.Build)
 	if err != nil {
 		return rep, fmt.Errorf("bench serve: reloading the prototypes: %w", err)
 	}

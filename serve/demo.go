@@ -14,7 +14,7 @@ import (
 	"protoherb/checkpoint"
 	"protoherb/imageio"
 	"protoherb/nn"
-	"protoherb/search"
+	"protoherb/proto"
 	"protoherb/torch"
 )
 
@@ -125,7 +125,7 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 		return nil, err
 	}
 	defer emb.Close()
-	store, err := NewFileStore(d.Prototypes, emb.Dim(), search.L2)
+	store, err := NewProtoStore(d.Prototypes, emb.Dim(), "demo", proto.Options{}, proto.Build{})
 	if err != nil {
 		return nil, err
 	}

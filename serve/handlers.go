@@ -200,8 +200,8 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	res := s.matches(j.dist, j.ids, k)
-	out := IdentifyResponse{Species: res, Temperature: s.temp}
+	res, temp := s.matches(j.dist, j.ids, k)
+	out := IdentifyResponse{Species: res, Temperature: temp}
 	if s.cfg.Index != nil && len(res) > 0 {
 		out.Specimens = s.cfg.Index.Nearest(j.out, res[0].ID, 6)
 	}
@@ -409,6 +409,14 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
+	if s.autoTemp && s.cfg.Index == nil {
+		// The prototype-spacing heuristic is cheap: follow the species as they are added. (A fit
+		// on the index describes the training set and is kept.)
+		t, src := s.calibrate()
+		s.mu.Lock()
+		s.temp, s.tempSource = t, src
+		s.mu.Unlock()
+	}
 	created := len(s.cfg.Store.Species()) > before
 	s.log.Info("serve: enrolled", "species", got.Name, "id", got.ID, "images", len(xs), "created", created)
 	code := http.StatusOK
@@ -441,6 +449,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	tf := s.cfg.Embedder.Transform()
 	s.mu.RLock()
 	n := len(s.species)
+	temp, src := s.temp, s.tempSource
 	s.mu.RUnlock()
 	idx := 0
 	if s.cfg.Index != nil {
@@ -448,7 +457,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"species": n, "embedding_dim": s.cfg.Embedder.Dim(), "image_size": tf.Size, "channels": tf.Channels,
-		"metric": s.cfg.Store.Metric().String(), "temperature": s.temp, "temperature_source": s.tempSource,
+		"metric": "l2", "temperature": temp, "temperature_source": src,
 		"index_specimens": idx, "auth_required": s.cfg.Token != "", "max_upload_bytes": s.cfg.MaxUploadBytes,
 		"max_pixels": s.cfg.MaxPixels, "max_k": s.cfg.MaxK, "max_batch": s.cfg.MaxBatch,
 	})

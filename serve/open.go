@@ -5,16 +5,18 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
-	"protoherb/search"
+	"protoherb/proto"
 )
 
 // Files names what a server is built from.
 type Files struct {
 	Model      string // checkpoint folder, run folder or .safetensors (LoadModel)
-	Prototypes string // FileStore; created empty when missing
-	Metric     string // of a new prototype file: l2 (default) or cosine
+	Prototypes string // proto store file (protoherb prototypes); started empty when missing
+	// Build makes the prototypes from the store's sums (as `protoherb prototypes` options).
+	Build proto.Build
 	Index      string // optional specimen index (embeddings of the training set)
 	ImagesRoot string // where the index's image paths are
 	TokenFile  string // optional bearer token for the write endpoints
@@ -28,19 +30,16 @@ func Open(f Files, spec ModelSpec, cfg Config) (*Server, func(), error) {
 		return nil, nil, err
 	}
 	fail := func(err error) (*Server, func(), error) { emb.Close(); return nil, nil, err }
-	var store *FileStore
+	var store *ProtoStore
 	if _, err := os.Stat(f.Prototypes); errors.Is(err, fs.ErrNotExist) {
-		m, err := search.ParseMetric(cmp(f.Metric, "l2"))
-		if err != nil {
-			return fail(err)
-		}
-		if store, err = NewFileStore(f.Prototypes, emb.Dim(), m); err != nil {
+		// Written at the first enrolment (an empty file has nothing to keep).
+		if store, err = NewProtoStore(f.Prototypes, emb.Dim(), filepath.Base(filepath.Clean(f.Model)), proto.Options{}, f.Build); err != nil {
 			return fail(err)
 		}
 		if cfg.Logger != nil {
-			cfg.Logger.Warn("serve: no prototype file: created an empty one; enrol species to fill it", "path", f.Prototypes)
+			cfg.Logger.Warn("serve: no prototype file yet: starting with no species; enrolments will create it", "path", f.Prototypes)
 		}
-	} else if store, err = OpenFileStore(f.Prototypes); err != nil {
+	} else if store, err = OpenProtoStore(f.Prototypes, f.Build); err != nil {
 		return fail(err)
 	}
 	if f.Index != "" {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"math"
 	"slices"
-
-	"protoherb/search"
 )
 
 // Match is one ranked species.
@@ -28,15 +26,20 @@ func (s *Server) searchBatch(q []float32, n, k int) (dist []float32, ids []int64
 		return nil, nil, 0, nil
 	}
 	kk = min(c, max(k, softmaxK))
+	q = slices.Clone(q) // the raw embeddings stay for the specimen index
+	if err := s.cfg.Store.Transform(q); err != nil {
+		return nil, nil, 0, err
+	}
 	dist, ids, err = s.flat.Search(context.Background(), q, kk)
 	return dist, ids, kk, err
 }
 
-// matches turns one query's nearest prototypes into the top-k species with probabilities.
-func (s *Server) matches(dist []float32, ids []int64, k int) []Match {
-	p := softmax(dist, s.temp)
+// matches turns one query's nearest prototypes into the top-k species with probabilities, and
+// returns the temperature used.
+func (s *Server) matches(dist []float32, ids []int64, k int) ([]Match, float64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	p := softmax(dist, s.temp)
 	out := make([]Match, 0, min(k, len(ids)))
 	for i := range min(k, len(ids)) {
 		if ids[i] < 0 {
@@ -44,7 +47,7 @@ func (s *Server) matches(dist []float32, ids []int64, k int) []Match {
 		}
 		out = append(out, Match{Species: s.species[ids[i]], Distance: float64(dist[i]), Probability: p[i]})
 	}
-	return out
+	return out, s.temp
 }
 
 // softmax returns softmax(−d/T) (+Inf entries get 0).
@@ -118,6 +121,8 @@ func (s *Server) calibrate() (float64, string) {
 // index holds the specimens the prototypes were made from, so each specimen is scored against its
 // class's leave-one-out prototype ((n·p − x)/(n − 1)); otherwise the fit would see every specimen
 // inside its own prototype and choose an overconfident T. Classes with one specimen are skipped.
+// The leave-one-out prototype is taken in the prototypes' space: exact for plain class means,
+// an approximation with centering or shrinkage.
 func (s *Server) fitTemperature(x *Index) (float64, bool) {
 	n := s.flat.Len()
 	kk := min(n, softmaxK)
@@ -141,7 +146,10 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 		if !ok || sp.Count < 2 {
 			continue
 		}
-		q := x.emb[r*x.dim : (r+1)*x.dim]
+		q := slices.Clone(x.emb[r*x.dim : (r+1)*x.dim])
+		if s.cfg.Store.Transform(q) != nil {
+			continue
+		}
 		dist, got, err := s.flat.Search(context.Background(), q, kk)
 		if err != nil {
 			continue
@@ -151,7 +159,7 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 		for j := range loo {
 			loo[j] = (nc*p[j] - q[j]) / (nc - 1)
 		}
-		own := float32(distance(q, loo, s.cfg.Store.Metric() == search.Cosine))
+		own := float32(sqDist(q, loo))
 		pos := slices.Index(got, c)
 		if pos < 0 {
 			dist = append(dist, own)
@@ -204,21 +212,12 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 	return math.Exp((a + b) / 2), true
 }
 
-// distance is the squared L2 distance, or the cosine distance 1 − cos.
-func distance(a, b []float32, cosine bool) float64 {
-	var d, aa, bb, ab float64
+// sqDist is the squared L2 distance.
+func sqDist(a, b []float32) float64 {
+	var d float64
 	for i := range a {
 		e := float64(a[i] - b[i])
 		d += e * e
-		aa += float64(a[i]) * float64(a[i])
-		bb += float64(b[i]) * float64(b[i])
-		ab += float64(a[i]) * float64(b[i])
 	}
-	if !cosine {
-		return d
-	}
-	if aa == 0 || bb == 0 {
-		return 1
-	}
-	return 1 - ab/math.Sqrt(aa*bb)
+	return d
 }

@@ -32,7 +32,15 @@
 // specimens' labels in the index (up to 4,096 of them, each against its class's leave-one-out
 // prototype so the fit is not overconfident; a 1-D search over log T); with no index it
 // is the median distance between a prototype and its nearest other prototype divided by ln 20,
-// so that a query lying on a prototype gets about 95% against its nearest rival.
+// so that a query lying on a prototype gets about 95% against its nearest rival (re-estimated
+// after each enrolment; a fit on the index is kept).
+//
+// # Prototypes
+//
+// The prototype file is package proto's store (what `protoherb prototypes` writes): per-class
+// embedding sums and counts. Queries go through the store's transform (normalisation, centering)
+// before the search; an enrolment adds to a copy of the sums, rebuilds the prototypes, saves the
+// file atomically and only then swaps the copy in, so a failed enrolment changes nothing.
 //
 // # Limits
 //
@@ -126,14 +134,15 @@ type Server struct {
 	stop    context.CancelFunc
 	stopped chan struct{}
 
-	temp       float64
-	tempSource string
+	autoTemp bool // temperature chosen by the server (re-estimated after enrolments without an index)
 
 	enrolMu sync.Mutex // one enrolment at a time: store write + index rebuild stay in step
 
-	mu      sync.RWMutex // guards flat and species (searches hold it for reading)
-	flat    *search.Flat
-	species map[int64]Species
+	mu         sync.RWMutex // guards flat, species and the temperature (searches hold it for reading)
+	flat       *search.Flat
+	species    map[int64]Species
+	temp       float64
+	tempSource string
 }
 
 // New checks cfg, builds the prototype index, calibrates the temperature and starts the batcher.
@@ -156,6 +165,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.temp, s.tempSource = cfg.Temperature, "flag"
 	if s.temp <= 0 {
+		s.autoTemp = true
 		s.temp, s.tempSource = s.calibrate()
 	}
 	s.log.Info("serve: calibrated", "temperature", s.temp, "source", s.tempSource, "species", len(s.species))
@@ -188,7 +198,11 @@ func (s *Server) Close() {
 }
 
 // Temperature returns the softmax temperature in use and how it was chosen.
-func (s *Server) Temperature() (float64, string) { return s.temp, s.tempSource }
+func (s *Server) Temperature() (float64, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.temp, s.tempSource
+}
 
 // Handler is the service's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
@@ -222,7 +236,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // rebuild makes the search index from the store's prototypes (at start and after an enrolment).
 func (s *Server) rebuild() error {
 	vec, ids := s.cfg.Store.Prototypes()
-	f := search.NewFlat(s.cfg.Store.Dim(), s.cfg.Store.Metric())
+	f := search.NewFlat(s.cfg.Store.Dim(), search.L2)
 	if len(ids) > 0 {
 		if err := f.Add(vec, ids); err != nil {
 			f.Close()

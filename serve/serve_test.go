@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"protoherb/imageio"
+	"protoherb/proto"
 )
 
 var (
@@ -80,7 +81,7 @@ func start(t *testing.T, protos string, mod func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenFileStore(protos)
+	store, err := OpenProtoStore(protos, proto.Build{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +578,7 @@ func TestBenchLosesNoEnrolment(t *testing.T) {
 		}
 	}
 	// The original prototype file is untouched: the bench enrols into a copy.
-	s, err := OpenFileStore(d.Prototypes)
+	s, err := OpenProtoStore(d.Prototypes, proto.Build{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -645,5 +646,47 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	// The slot was released: a normal request still succeeds.
 	if r := post(t, ts.url+"/v1/identify", "image/jpeg", readFile(t, getDemo(t).Images[0][0]), nil, nil); r.StatusCode != 200 {
 		t.Errorf("after the stalled client: status %d", r.StatusCode)
+	}
+}
+
+// With no prototype file yet the server starts with no species; the first enrolment creates the
+// file (in package proto's format) and makes the species identifiable.
+func TestStartEmptyThenEnrol(t *testing.T) {
+	d := getDemo(t)
+	path := filepath.Join(t.TempDir(), "new.safetensors")
+	s, closeAll, err := Open(Files{Model: d.Model, Prototypes: path}, ModelSpec{},
+		Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	url := "http://" + ln.Addr().String()
+	img := readFile(t, d.Images[4][0])
+	var got IdentifyResponse
+	if r := post(t, url+"/v1/identify", "image/jpeg", img, nil, &got); r.StatusCode != 200 || len(got.Species) != 0 {
+		t.Fatalf("identify with no species: %d %+v", r.StatusCode, got)
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Fatal("an empty prototype file was written before any enrolment")
+	}
+	body, ct := form(t, map[string]string{"name": "Festuca rubra", "genus": "Festuca", "family": "Poaceae"}, img)
+	var er EnrolResponse
+	if r := post(t, url+"/v1/species", ct, body, nil, &er); r.StatusCode != 201 || er.Species.ID != 0 {
+		t.Fatalf("first enrolment: %d %+v", r.StatusCode, er)
+	}
+	st, err := proto.Load(path)
+	if err != nil || st.Len() != 1 || st.Count(0) != 1 {
+		t.Fatalf("the new prototype file: %v (%v classes)", err, st)
+	}
+	if r := post(t, url+"/v1/identify", "image/jpeg", img, nil, &got); r.StatusCode != 200 || len(got.Species) != 1 || got.Species[0].Name != "Festuca rubra" {
+		t.Fatalf("identify after the first enrolment: %d %+v", r.StatusCode, got)
 	}
 }
