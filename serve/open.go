@@ -16,7 +16,7 @@ type Files struct {
 	Model      string // checkpoint folder, run folder or .safetensors (LoadModel)
 	Prototypes string // proto store file (protoherb prototypes); started empty when missing
 	// Build makes the prototypes from the store's sums (as `protoherb prototypes` options).
-	Build proto.Build
+	Build      proto.Build
 	Index      string // optional specimen index (embeddings of the training set)
 	ImagesRoot string // where the index's image paths are
 	TokenFile  string // optional bearer token for the write endpoints
