@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"protoherb/checkpoint"
 	"protoherb/dataset"
@@ -37,43 +38,53 @@ const embedBatch = 256
 // is scored on the embeddings (nearest prototype by squared euclidean distance, or by cosine).
 func EvalEpisodes(ctx context.Context, m *nn.Model, distance string, src Images, sampler *dataset.EpisodeSampler,
 	episodes int, seed uint64, bar *progress.Bar) (EpisodeStats, error) {
+	return evalEpisodes(ctx, m, distance, src, sampler, episodes, seed, bar, &embeddings{pos: map[int]int{}})
+}
+
+// embeddings caches the eval-mode embeddings of sample positions, as rows of a flat slice.
+type embeddings struct {
+	pos map[int]int // sample position → row
+	emb []float64
+	dim int
+}
+
+func evalEpisodes(ctx context.Context, m *nn.Model, distance string, src Images, sampler *dataset.EpisodeSampler,
+	episodes int, seed uint64, bar *progress.Bar, cache *embeddings) (EpisodeStats, error) {
 	if episodes < 1 {
 		return EpisodeStats{}, fmt.Errorf("evaluation: need at least one episode")
 	}
 	r := rand.New(rand.NewPCG(seed, 0xe7a1))
 	eps := make([]dataset.Episode, episodes)
-	pos := map[int]int{} // sample position → row of emb
-	var order []int
+	seen := map[int]bool{}
+	var todo []int
 	for i := range eps {
 		eps[i] = sampler.Sample(r)
 		for _, group := range [][][]int{eps[i].Support, eps[i].Query} {
 			for _, cls := range group {
 				for _, p := range cls {
-					if _, ok := pos[p]; !ok {
-						pos[p] = len(order)
-						order = append(order, p)
+					if _, ok := cache.pos[p]; !ok && !seen[p] {
+						seen[p] = true
+						todo = append(todo, p)
 					}
 				}
 			}
 		}
 	}
-	emb, dim, err := embedAll(ctx, m, src, order, bar)
-	if err != nil {
+	if err := cache.add(ctx, m, src, todo, bar); err != nil {
 		return EpisodeStats{}, err
 	}
 	accs := make([]float64, episodes)
 	for i, ep := range eps {
-		accs[i] = scoreEpisode(ep, emb, dim, pos, distance)
+		accs[i] = scoreEpisode(ep, cache.emb, cache.dim, cache.pos, distance)
 	}
 	return statsOf(accs), nil
 }
 
-// embedAll embeds the images at positions order (eval mode, no gradients) and returns them as rows
-// of a flat float64 slice.
-func embedAll(ctx context.Context, m *nn.Model, src Images, order []int, bar *progress.Bar) ([]float64, int, error) {
+// add embeds the images at positions order (eval mode, no gradients) into the cache.
+func (e *embeddings) add(ctx context.Context, m *nn.Model, src Images, order []int, bar *progress.Bar) error {
 	c, s := src.Shape()
-	dim := m.EmbedDim()
-	out := make([]float64, len(order)*dim)
+	e.dim = m.EmbedDim()
+	dim := e.dim
 	var err error
 	torch.NoGrad(func() {
 		sc := torch.NewScope()
@@ -91,23 +102,26 @@ func embedAll(ctx context.Context, m *nn.Model, src Images, order []int, bar *pr
 			if dev := m.Config.Device; dev != torch.CPU {
 				x = x.ToDevice(dev)
 			}
-			e := m.Embed(x, false)
-			if e.Device() != torch.CPU {
-				e = e.ToDevice(torch.CPU)
+			y := m.Embed(x, false)
+			if y.Device() != torch.CPU {
+				y = y.ToDevice(torch.CPU)
 			}
 			var v []float32
-			if v, err = e.Float32s(); err != nil {
+			if v, err = y.Float32s(); err != nil {
 				err = fmt.Errorf("embedding: %w", err)
 				return
 			}
-			for i, f := range v {
-				out[start*dim+i] = float64(f)
+			for i, p := range idx {
+				e.pos[p] = len(e.emb) / dim
+				for _, f := range v[i*dim : (i+1)*dim] {
+					e.emb = append(e.emb, float64(f))
+				}
 			}
 			sc.Reset()
 			bar.Add(len(idx))
 		}
 	})
-	return out, dim, err
+	return err
 }
 
 // scoreEpisode returns the query accuracy of one episode on precomputed embeddings.
@@ -205,27 +219,35 @@ type FewShotOptions struct {
 	// Model is a checkpoint folder or a run directory (its best checkpoint, else its latest).
 	Model               string
 	Data, Format, Split string
-	Way, Shot, Query    int
-	Episodes            int
-	Seed                uint64
-	Device              string
-	Threads             int
-	InMemory            string // auto | true | false
-	Workers             int
-	Bar                 progress.Options
+	// Ways and Shots: every combination is evaluated, sharing one embedding of each image.
+	Ways, Shots []int
+	Query       int
+	Episodes    int
+	Seed        uint64
+	Device      string
+	Threads     int
+	InMemory    string // auto | true | false
+	Workers     int
+	Bar         progress.Options
 }
 
 // FewShotResult is FewShot's answer.
 type FewShotResult struct {
 	Checkpoint string
-	Classes    int // classes eligible for episodes
-	Stats      EpisodeStats
+	Tasks      []FewShotTask
+}
+
+// FewShotTask is the accuracy of one way/shot combination.
+type FewShotTask struct {
+	Way, Shot int
+	Classes   int // classes eligible for its episodes
+	Stats     EpisodeStats
 }
 
 // FewShot evaluates a trained model on N-way K-shot episodes of a dataset split. The image pipeline
 // (size, channels, inversion) and the distance are those the model was trained with.
 func FewShot(ctx context.Context, o FewShotOptions) (FewShotResult, error) {
-	if o.Way < 2 || o.Shot < 1 || o.Query < 1 || o.Episodes < 1 {
+	if len(o.Ways) == 0 || len(o.Shots) == 0 || slices.Min(o.Ways) < 2 || slices.Min(o.Shots) < 1 || o.Query < 1 || o.Episodes < 1 {
 		return FewShotResult{}, fmt.Errorf("fewshot: need way >= 2, shot >= 1, query >= 1, episodes >= 1")
 	}
 	dev, err := torch.ParseDevice(o.Device)
@@ -273,15 +295,22 @@ func FewShot(ctx context.Context, o FewShotOptions) (FewShotResult, error) {
 		return FewShotResult{}, err
 	}
 	positions := usablePositions(src, allPositions(len(d.Samples)))
-	sampler, err := dataset.NewEpisodeSampler(d, positions, o.Way, o.Shot, o.Query)
-	if err != nil {
-		return FewShotResult{}, fmt.Errorf("fewshot: %s split %s: %w", o.Data, o.Split, err)
+	res := FewShotResult{Checkpoint: filepath.Clean(ckPath)}
+	cache := &embeddings{pos: map[int]int{}}
+	bar := progress.New(-1, "embed test images", withUnit(o.Bar, "img"))
+	defer bar.Finish()
+	for _, way := range o.Ways {
+		for _, shot := range o.Shots {
+			sampler, err := dataset.NewEpisodeSampler(d, positions, way, shot, o.Query)
+			if err != nil {
+				return res, fmt.Errorf("fewshot: %s split %s: %w", o.Data, o.Split, err)
+			}
+			st, err := evalEpisodes(ctx, m, distance, src, sampler, o.Episodes, o.Seed, bar, cache)
+			if err != nil {
+				return res, err
+			}
+			res.Tasks = append(res.Tasks, FewShotTask{Way: way, Shot: shot, Classes: len(sampler.Eligible()), Stats: st})
+		}
 	}
-	bar := progress.New(-1, fmt.Sprintf("embed %d-way %d-shot episodes", o.Way, o.Shot), withUnit(o.Bar, "img"))
-	st, err := EvalEpisodes(ctx, m, distance, src, sampler, o.Episodes, o.Seed, bar)
-	bar.Finish()
-	if err != nil {
-		return FewShotResult{}, err
-	}
-	return FewShotResult{Checkpoint: filepath.Clean(ckPath), Classes: len(sampler.Eligible()), Stats: st}, nil
+	return res, nil
 }

@@ -129,12 +129,12 @@ func TestEpisodicLossFallsAndFewShot(t *testing.T) {
 	}
 	// The trained model on its own training data, 4-way 1-shot.
 	fs, err := FewShot(context.Background(), FewShotOptions{Model: cfg.RunDir, Data: data, Format: "imagefolder",
-		Way: 4, Shot: 1, Query: 2, Episodes: 20, Seed: 1, Threads: 2, Bar: quiet.Bar})
+		Ways: []int{4}, Shots: []int{1}, Query: 2, Episodes: 20, Seed: 1, Threads: 2, Bar: quiet.Bar})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fs.Stats.Episodes != 20 || fs.Stats.Acc < 0.5 {
-		t.Errorf("fewshot on the training classes: %v", fs.Stats)
+	if st := fs.Tasks[0].Stats; len(fs.Tasks) != 1 || st.Episodes != 20 || st.Acc < 0.5 {
+		t.Errorf("fewshot on the training classes: %+v", fs.Tasks)
 	}
 }
 
@@ -148,12 +148,17 @@ func TestFewShotTriviallySeparable(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs, err := FewShot(context.Background(), FewShotOptions{Model: filepath.Join(cfg.RunDir, checkpoint.Name(1)), Data: data,
-		Format: "imagefolder", Way: 5, Shot: 1, Query: 3, Episodes: 50, Seed: 3, Threads: 2, Bar: quiet.Bar})
+		Format: "imagefolder", Ways: []int{2, 5}, Shots: []int{1, 3}, Query: 1, Episodes: 50, Seed: 3, Threads: 2, Bar: quiet.Bar})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fs.Stats.Acc != 1 || fs.Stats.CI95 != 0 || fs.Classes != 6 {
-		t.Errorf("trivially separable: %v over %d classes, want 100%%", fs.Stats, fs.Classes)
+	if len(fs.Tasks) != 4 {
+		t.Fatalf("%d tasks, want 4 (2 ways × 2 shots)", len(fs.Tasks))
+	}
+	for _, task := range fs.Tasks {
+		if task.Stats.Acc != 1 || task.Stats.CI95 != 0 || task.Classes != 6 {
+			t.Errorf("trivially separable, %d-way %d-shot: %v over %d classes, want 100%%", task.Way, task.Shot, task.Stats, task.Classes)
+		}
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 func newFewshotCmd() *cobra.Command {
-	o := train.FewShotOptions{Split: "test", Way: 5, Shot: 1, Query: 15, Episodes: 1000, Seed: 1, Device: "cpu",
+	o := train.FewShotOptions{Split: "test", Ways: []int{5}, Shots: []int{1}, Query: 15, Episodes: 1000, Seed: 1, Device: "cpu",
 		Threads: runtime.NumCPU(), InMemory: "auto"}
 	var quiet bool
 	cmd := &cobra.Command{
@@ -19,7 +19,8 @@ func newFewshotCmd() *cobra.Command {
 		Long: `Draws --episodes N-way K-shot episodes from a split (every class with at least shot+query
 images) and reports the mean query accuracy with its 95% confidence interval (1.96·std/√episodes).
 --model is a checkpoint folder or a run directory (its best checkpoint, else its newest); the image
-size, channels and distance are the model's. Every distinct image is embedded once, in eval mode.`,
+size, channels and distance are the model's. --way and --shot take lists (--way 5,20 --shot 1,5):
+every combination is evaluated, and every distinct image is embedded once, in eval mode.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Model == "" || o.Data == "" {
@@ -30,8 +31,11 @@ size, channels and distance are the model's. Every distinct image is embedded on
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "model %s, %s split %s (%d classes)\n", r.Checkpoint, o.Data, o.Split, r.Classes)
-			fmt.Fprintf(cmd.OutOrStdout(), "fewshot: %d-way %d-shot %s\n", o.Way, o.Shot, r.Stats)
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "model %s, %s split %s (%d classes)\n", r.Checkpoint, o.Data, o.Split, r.Tasks[0].Classes)
+			for _, t := range r.Tasks {
+				fmt.Fprintf(out, "fewshot: %d-way %d-shot %s\n", t.Way, t.Shot, t.Stats)
+			}
 			return nil
 		},
 	}
@@ -40,8 +44,8 @@ size, channels and distance are the model's. Every distinct image is embedded on
 	f.StringVar(&o.Data, "data", "", "dataset folder or metadata file")
 	f.StringVar(&o.Format, "format", "", "dataset format (default: detected)")
 	f.StringVar(&o.Split, "split", o.Split, "split to draw episodes from")
-	f.IntVar(&o.Way, "way", o.Way, "classes per episode")
-	f.IntVar(&o.Shot, "shot", o.Shot, "support images per class")
+	f.IntSliceVar(&o.Ways, "way", o.Ways, "classes per episode (a list evaluates each)")
+	f.IntSliceVar(&o.Shots, "shot", o.Shots, "support images per class (a list evaluates each)")
 	f.IntVar(&o.Query, "query", o.Query, "query images per class")
 	f.IntVar(&o.Episodes, "episodes", o.Episodes, "episodes")
 	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed of the episodes")
