@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/jpeg"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -104,6 +106,10 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 	d := &Demo{ImagesRoot: filepath.Join(dir, "images"), Prototypes: filepath.Join(dir, "prototypes.safetensors"),
 		Index: filepath.Join(dir, "train-embeddings.safetensors")}
 	if err := os.MkdirAll(d.ImagesRoot, 0o755); err != nil {
+		return nil, err
+	}
+	// A rebuild replaces the demo's store rather than adding to it.
+	if err := os.Remove(d.Prototypes); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	if err := torch.ManualSeed(o.Seed); err != nil {
