@@ -41,6 +41,9 @@ type ModelSpec struct {
 	// ChannelsLast runs the convolutions on NHWC memory (same results; about 2× faster for Conv-4
 	// on CPU here).
 	ChannelsLast bool
+	// Invert maps pixel v to 1−v before normalising (a model trained on inverted strokes, as
+	// train's invert: true).
+	Invert bool
 	// Chunk is the most images per libtorch forward call (0 = the whole batch). On CPU a few images
 	// at a time keep the activations in cache: Conv-4 at 84 px costs ~2 ms per image in chunks of
 	// 4 but ~5 ms in one call of 32.
@@ -128,7 +131,8 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 //
 // The architecture comes from spec where set, else from the checkpoint's run config, read
 // leniently: keys backbone (or model), image_size (or size), in_channels (or channels),
-// embed_dim, l2_norm and resize, at the top level or inside a "model" object.
+// embed_dim, l2_norm, invert and resize (package train's names), at the top level or inside a
+// "model" object.
 func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	var weights map[string]*torch.Tensor
 	var cfgJSON json.RawMessage
@@ -186,7 +190,7 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		m.Close()
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
-	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels}
+	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert}
 	if tf.Channels == 0 {
 		tf.Channels = 3
 	}
@@ -232,6 +236,12 @@ func (s *ModelSpec) fill(raw json.RawMessage) error {
 	}
 	if s.Resize == 0 {
 		s.Resize = num(look("resize"))
+	}
+	switch v := look("invert").(type) {
+	case bool:
+		s.Invert = s.Invert || v
+	case string:
+		s.Invert = s.Invert || v == "true"
 	}
 	if s.L2Norm == nil {
 		if b, ok := look("l2_norm", "l2norm").(bool); ok {
