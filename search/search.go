@@ -25,6 +25,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"time"
 
 	"protoherb/torch"
 )
@@ -72,6 +73,15 @@ type Options struct {
 	Threads int
 	// Pipeline overlaps the scan of one tile with the matrix product of the next (two tile buffers).
 	Pipeline bool
+	// Stats, when not nil, accumulates where a search spent its time (for benchmarks).
+	Stats *Stats
+}
+
+// Stats is the time a search spent in matrix products and in scans (wall clock, on the goroutine that
+// drives the search; with Pipeline the scans overlap the products and only the waits are counted).
+type Stats struct {
+	Product, Scan time.Duration
+	Tiles         int
 }
 
 func (o Options) withDefaults() Options {

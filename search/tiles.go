@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"protoherb/torch"
 )
@@ -131,6 +132,7 @@ func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *tor
 			pr := int(pT.Size(1))
 			b := t % nbuf
 			out := v.out(b, qr, pr)
+			t0 := time.Now()
 			if err := torch.AddmmOut(out, v.biasT[i], m1, pT, 1, alpha); err != nil {
 				return fmt.Errorf("search: tile product: %w", err)
 			}
@@ -139,6 +141,7 @@ func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *tor
 				return fmt.Errorf("search: tile product: %w", err)
 			}
 			p0 := v.pStart[i]
+			t1 := time.Now()
 			if s.opt.Pipeline {
 				scanning.Wait()
 				scanning.Add(1)
@@ -148,6 +151,11 @@ func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *tor
 				}()
 			} else {
 				s.scanTile(data, qr, pr, q0, p0)
+			}
+			if st := s.opt.Stats; st != nil {
+				st.Product += t1.Sub(t0)
+				st.Scan += time.Since(t1)
+				st.Tiles++
 			}
 			t++
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -20,6 +21,8 @@ func newBenchSearchCmd() *cobra.Command {
 		pipeline                         bool
 		metric                           string
 		seed                             uint64
+		quietWait                        time.Duration
+		tries                            int
 	)
 	cmd := &cobra.Command{
 		Use:   "search",
@@ -61,19 +64,54 @@ func newBenchSearchCmd() *cobra.Command {
 				return err
 			}
 			flop := 2 * float64(queries) * float64(classes) * float64(dim)
+			fmt.Fprintf(out, "load average before: %s\n", loadAvg())
 			var rates []float64
+			var dist []float32
+			var got []int64
 			for r := range repeat {
-				t0 := time.Now()
-				if _, _, err := idx.Search(cmd.Context(), q, k); err != nil {
-					return err
+				// Each run waits for a quiet machine and is retried (keeping the cleanest) while other
+				// processes use more than 5% of the CPUs: the machine is shared.
+				var best struct {
+					sec, foreign float64
+					st           search.Stats
 				}
-				sec := time.Since(t0).Seconds()
+				best.foreign = 2
+				for try := 0; try < tries; try++ {
+					waitQuiet(quietWait)
+					var st search.Stats
+					opt.Stats = &st
+					idx.SetOptions(opt)
+					b0, a0 := procStat()
+					own0 := ownCPU()
+					t0 := time.Now()
+					if dist, got, err = idx.Search(cmd.Context(), q, k); err != nil {
+						return err
+					}
+					sec := time.Since(t0).Seconds()
+					b1, a1 := procStat()
+					foreign := 0.0
+					if a1 > a0 {
+						foreign = max(0, (float64(b1-b0)-(ownCPU()-own0)*clkTck)/float64(a1-a0))
+					}
+					if foreign < best.foreign {
+						best.sec, best.foreign, best.st = sec, foreign, st
+					}
+					if foreign <= 0.05 {
+						break
+					}
+				}
+				sec, st := best.sec, best.st
 				rates = append(rates, float64(queries)/sec)
-				fmt.Fprintf(out, "run %d: %.3f s, %.0f queries/s, %.1f GFLOP/s\n", r+1, sec, float64(queries)/sec, flop/sec/1e9)
+				fmt.Fprintf(out, "run %d: %.3f s, %.0f queries/s, %.1f GFLOP/s (products %.3f s, scans %.3f s, %d tiles) [foreign %.0f%%]\n",
+					r+1, sec, float64(queries)/sec, flop/sec/1e9, st.Product.Seconds(), st.Scan.Seconds(), st.Tiles, best.foreign*100)
+			}
+			if err := spotCheck(protos, q, dim, k, m, dist, got); err != nil {
+				return err
 			}
 			slices.Sort(rates)
 			med := rates[len(rates)/2]
-			fmt.Fprintf(out, "median %.0f queries/s, %.1f GFLOP/s; best %.0f queries/s\n", med, med*flop/float64(queries)/1e9, rates[len(rates)-1])
+			fmt.Fprintf(out, "median %.0f queries/s, %.1f GFLOP/s; best %.0f queries/s; load average after: %s\n",
+				med, med*flop/float64(queries)/1e9, rates[len(rates)-1], loadAvg())
 			fmt.Fprintf(out, "search: %.0f queries/s\n", med)
 			return nil
 		},
@@ -91,5 +129,51 @@ func newBenchSearchCmd() *cobra.Command {
 	f.BoolVar(&pipeline, "pipeline", false, "overlap the scan of a tile with the next matrix product")
 	f.StringVar(&metric, "metric", "l2", "l2 or cosine")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
+	f.DurationVar(&quietWait, "quiet-wait", 30*time.Second, "before each run, wait up to this long for other processes to use under 8% of the CPUs")
+	f.IntVar(&tries, "tries", 2, "measure a run up to this many times while other load exceeds 5%, keeping the cleanest")
 	return cmd
+}
+
+// spotCheck compares the first queries' top-1 with a float64 brute force, so a benchmark never reports
+// the speed of a wrong answer.
+func spotCheck(protos, q []float32, dim, k int, m search.Metric, dist []float32, got []int64) error {
+	n := len(protos) / dim
+	norm := func(x []float32) float64 {
+		if m != search.Cosine {
+			return 1
+		}
+		var s float64
+		for _, v := range x {
+			s += float64(v) * float64(v)
+		}
+		return math.Sqrt(s)
+	}
+	for i := range min(8, len(q)/dim) {
+		qi := q[i*dim : (i+1)*dim]
+		qn := norm(qi)
+		bestD, bestJ := math.Inf(1), -1
+		for j := range n {
+			pj := protos[j*dim : (j+1)*dim]
+			pn := norm(pj)
+			var d float64
+			for c := range dim {
+				a, b := float64(qi[c])/qn, float64(pj[c])/pn
+				if m == search.Cosine {
+					d -= a * b
+				} else {
+					d += (a - b) * (a - b)
+				}
+			}
+			if m == search.Cosine {
+				d++
+			}
+			if d < bestD {
+				bestD, bestJ = d, j
+			}
+		}
+		if got[i*k] != int64(bestJ) && math.Abs(float64(dist[i*k])-bestD) > 1e-4*(1+bestD) {
+			return fmt.Errorf("bench search: query %d: nearest is %d at %.6g, brute force says %d at %.6g", i, got[i*k], dist[i*k], bestJ, bestD)
+		}
+	}
+	return nil
 }
