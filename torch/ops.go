@@ -233,10 +233,14 @@ func (t *Tensor) Max(keepdim bool, dim ...int64) *Tensor { return t.reduce(rMax,
 func (t *Tensor) Min(keepdim bool, dim ...int64) *Tensor { return t.reduce(rMin, keepdim, dim) }
 
 // Argmax returns int64 indices of the maximum along dim.
-func (t *Tensor) Argmax(dim int64, keepdim bool) *Tensor { return t.reduce(rArgmax, keepdim, []int64{dim}) }
+func (t *Tensor) Argmax(dim int64, keepdim bool) *Tensor {
+	return t.reduce(rArgmax, keepdim, []int64{dim})
+}
 
 // Argmin returns int64 indices of the minimum along dim.
-func (t *Tensor) Argmin(dim int64, keepdim bool) *Tensor { return t.reduce(rArgmin, keepdim, []int64{dim}) }
+func (t *Tensor) Argmin(dim int64, keepdim bool) *Tensor {
+	return t.reduce(rArgmin, keepdim, []int64{dim})
+}
 
 // LogSumExp returns log Σ exp over dims.
 func (t *Tensor) LogSumExp(keepdim bool, dims ...int64) *Tensor {

@@ -209,16 +209,11 @@ func fromData(op string, s *Scope, ptr unsafe.Pointer, n int, dtype DType, shape
 		return errTensor(&Error{Op: op, Msg: fmt.Sprintf("%d values do not fill shape %v (%d)", n, shape, want)})
 	}
 	var h C.pt_tensor
-	var pin runtime.Pinner
-	if ptr != nil {
-		pin.Pin(ptr)
-		defer pin.Unpin()
-	}
-	if ptr == nil {
+	if ptr == nil { // no elements: libtorch copies nothing, but wants a valid pointer
 		var zero [8]byte
 		ptr = unsafe.Pointer(&zero[0])
-		pin.Pin(ptr)
 	}
+	// Passing Go memory for the duration of the call is allowed: the shim copies it and keeps nothing.
 	e := C.pt_from_data(ptr, int64s(shape), C.int(len(shape)), C.int(dtype), &h)
 	if err := cerr(op, e); err != nil {
 		return errTensor(err)
@@ -264,10 +259,14 @@ func Full(s *Scope, v float64, dtype DType, dev Device, shape ...int64) *Tensor 
 }
 
 // Zeros returns a float tensor of zeros.
-func Zeros(s *Scope, dtype DType, dev Device, shape ...int64) *Tensor { return Full(s, 0, dtype, dev, shape...) }
+func Zeros(s *Scope, dtype DType, dev Device, shape ...int64) *Tensor {
+	return Full(s, 0, dtype, dev, shape...)
+}
 
 // Ones returns a float tensor of ones.
-func Ones(s *Scope, dtype DType, dev Device, shape ...int64) *Tensor { return Full(s, 1, dtype, dev, shape...) }
+func Ones(s *Scope, dtype DType, dev Device, shape ...int64) *Tensor {
+	return Full(s, 1, dtype, dev, shape...)
+}
 
 func random(kind int, s *Scope, dtype DType, dev Device, shape []int64) *Tensor {
 	var h C.pt_tensor
@@ -380,9 +379,6 @@ func copyOut[T any](t *Tensor, want DType) ([]T, error) {
 	if len(out) == 0 {
 		return out, nil
 	}
-	var pin runtime.Pinner
-	pin.Pin(&out[0])
-	defer pin.Unpin()
 	e := C.pt_copy_to(t.h, unsafe.Pointer(&out[0]), C.int64_t(len(out)*want.Size()))
 	if err := cerr("copy_to", e); err != nil {
 		return nil, err

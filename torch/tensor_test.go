@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -262,4 +263,23 @@ func TestLoadScriptErrors(t *testing.T) {
 			t.Fatalf("cuda without CUDA: %v", err)
 		}
 	}
+}
+
+func TestEmptyTensors(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	e := FromFloat32(s, nil, 0, 4)
+	if err := e.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Shape(); !reflect.DeepEqual(got, []int64{0, 4}) {
+		t.Fatalf("shape %v", got)
+	}
+	v, err := e.Float32s()
+	if err != nil || len(v) != 0 {
+		t.Fatalf("values %v, %v", v, err)
+	}
+	u := FromInt64(nil, []int64{}, 0)
+	u.Free()
+	runtime.GC()
 }
