@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
+	"strings"
 )
 
 // Build chooses how prototypes are made from the per-class sums. The zero value gives plain class
@@ -29,6 +31,7 @@ type Prototypes struct {
 	Dim     int
 	Model   string
 	Classes []Class   // one per prototype
+	Counts  []int64   // training images of each class
 	Vectors []float32 // len(Classes) × Dim
 	// Query transform, in order: unit length (NormalizeEmbeddings), minus Mean (when not nil), unit
 	// length (Normalize).
@@ -161,11 +164,12 @@ func (s *Store) Build(b Build) (*Prototypes, error) {
 	p.Lambda, p.Mu = lambda, muF
 	p.Vectors = make([]float32, len(rows)*d)
 	p.Classes = make([]Class, len(rows))
+	p.Counts = make([]int64, len(rows))
 	loo := make([]float64, d)
 	v := make([]float64, d)
 	for i, r := range rows {
 		c := s.classes[r]
-		p.Classes[i] = c
+		p.Classes[i], p.Counts[i] = c, s.counts[r]
 		copy(v, mu[i])
 		n := float64(s.counts[r])
 		if g := genus[genusKey(c)]; lambda > 0 && g != nil && g.n >= 2 {
@@ -234,4 +238,54 @@ func shrink(v []float64, n float64, target []float64, w float64) {
 	for j := range v {
 		v[j] = (n*v[j] + w*target[j]) / (n + w)
 	}
+}
+
+// SetShrink sets the shrinkage from a flag value: "" or "none" (no shrinkage), "auto" (AutoShrink),
+// or "genus=λ,family=μ" (either part may be left out).
+func (b *Build) SetShrink(s string) error {
+	b.ShrinkGenus, b.ShrinkFamily, b.AutoShrink = 0, 0, false
+	switch s {
+	case "", "none":
+		return nil
+	case "auto":
+		b.AutoShrink = true
+		return nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		x, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || x < 0 || math.IsInf(x, 0) || math.IsNaN(x) {
+			return fmt.Errorf("--shrink %q: want auto, none or genus=λ,family=μ with λ, μ ≥ 0", s)
+		}
+		switch k {
+		case "genus":
+			b.ShrinkGenus = x
+		case "family":
+			b.ShrinkFamily = x
+		default:
+			return fmt.Errorf("--shrink %q: unknown part %q (want genus or family)", s, k)
+		}
+	}
+	return nil
+}
+
+// String describes the build in flag syntax.
+func (b Build) String() string {
+	var parts []string
+	if b.Center {
+		parts = append(parts, "center")
+	}
+	switch {
+	case b.AutoShrink:
+		parts = append(parts, "shrink=auto")
+	case b.ShrinkGenus > 0 || b.ShrinkFamily > 0:
+		parts = append(parts, fmt.Sprintf("shrink=genus=%g,family=%g", b.ShrinkGenus, b.ShrinkFamily))
+	}
+	if b.Normalize {
+		parts = append(parts, "normalize")
+	}
+	if len(parts) == 0 {
+		return "plain means"
+	}
+	return strings.Join(parts, " ")
 }

@@ -16,7 +16,7 @@ const Format = "protoherb.prototypes/1"
 
 // The file is safetensors: tensors sums [C, D] F64, counts [C] I64 and sqnorms [C] F64 (Σ|x|² per
 // class), row i being class i; metadata (string → string): format, dim, model (fingerprint),
-// options (JSON of Options) and classes (JSON list of {id, name, genus, family}).
+// options (JSON of Options), build (JSON of the recorded Build) and classes (JSON list of {id, name, genus, family}).
 
 // Save writes the store to path atomically: an interrupted save leaves any previous file intact.
 func (s *Store) Save(path string) error {
@@ -26,6 +26,7 @@ func (s *Store) Save(path string) error {
 		return fmt.Errorf("%s: classes: %w", path, err)
 	}
 	opt, _ := json.Marshal(s.opt)
+	build, _ := json.Marshal(s.build)
 	ps := []nn.Param{
 		{Name: "sums", T: torch.FromFloat64(nil, s.sums, c, int64(s.dim))},
 		{Name: "counts", T: torch.FromInt64(nil, s.counts, c)},
@@ -38,6 +39,7 @@ func (s *Store) Save(path string) error {
 		"model":   s.model,
 		"options": string(opt),
 		"classes": string(classes),
+		"build":   string(build),
 	}
 	return nn.SaveSafetensors(path, ps, meta)
 }
@@ -67,6 +69,9 @@ func Load(path string) (*Store, error) {
 	s, err := New(dim, meta["model"], classes, opt)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := unmarshalIf(meta["build"], &s.build); err != nil {
+		return nil, fmt.Errorf("%s: bad build options: %w", path, err)
 	}
 	c := len(classes)
 	get := func(name string, shape ...int64) *torch.Tensor {

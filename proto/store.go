@@ -39,7 +39,14 @@ type Store struct {
 	sums    []float64     // len(classes) × dim
 	counts  []int64
 	sqnorms []float64 // Σ|x|² per class (for the data-driven shrinkage)
+	build   Build     // the Build recorded with the store (`protoherb prototypes --shrink ...`)
 }
+
+// DefaultBuild returns the Build options recorded with the store (the zero Build when none).
+func (s *Store) DefaultBuild() Build { return s.build }
+
+// SetDefaultBuild records Build options with the store, for its users to apply (predict, serve).
+func (s *Store) SetDefaultBuild(b Build) { s.build = b }
 
 // New returns an empty store for dim-dimensional embeddings from the model with the given
 // fingerprint, holding the given classes (duplicate ids are an error).
@@ -230,6 +237,7 @@ func Merge(a *Store, more ...*Store) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	out.build = a.build
 	for i, s := range append([]*Store{a}, more...) {
 		if s.dim != a.dim {
 			return nil, fmt.Errorf("proto: merge: store %d has dimension %d, store 0 has %d", i, s.dim, a.dim)

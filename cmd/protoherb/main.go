@@ -54,6 +54,9 @@ func newRootCmd() *cobra.Command {
 		newPretrainCmd(),
 		newTrainCmd(),
 		newFewshotCmd(),
+		newEmbedCmd(),
+		newPrototypesCmd(),
+		newPredictCmd(),
 	)
 	return root
 }

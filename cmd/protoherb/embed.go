@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"protoherb/dataset"
+	"protoherb/imageio"
+	"protoherb/progress"
+	"protoherb/proto"
+	"protoherb/serve"
+	"protoherb/torch"
+)
+
+// modelFlags are the flags that load a model and feed it images (embed, prototypes, predict).
+type modelFlags struct {
+	model, fingerprint  string
+	spec                serve.ModelSpec
+	device, onBad       string
+	batch, workers      int
+	threads             int
+	data, format, split string
+}
+
+func (m *modelFlags) register(f *pflag.FlagSet, split string) {
+	f.StringVar(&m.model, "model", "", "trained model: checkpoint folder, run folder or .safetensors weights")
+	f.StringVar(&m.fingerprint, "fingerprint", "", "model fingerprint to record (default: a hash of the model's weight files)")
+	f.StringVar(&m.spec.Backbone, "backbone", "", "backbone when the model file does not say (conv4, resnet12, resnet18, resnet50, torchscript:PATH)")
+	f.IntVar(&m.spec.ImageSize, "image-size", 0, "model input size when the model file does not say")
+	f.StringVar(&m.device, "device", "cpu", "cpu, cuda or cuda:N")
+	f.StringVar(&m.onBad, "on-bad-image", "skip", "an image that cannot be read: skip (listed; the rest go on) or fail")
+	f.IntVar(&m.batch, "batch", 32, "images per forward pass")
+	f.IntVar(&m.workers, "workers", 0, "image decoding workers (0: one per core)")
+	f.IntVar(&m.threads, "threads", 0, "libtorch threads (0: leave as is)")
+	f.StringVar(&m.data, "data", "", "dataset: folder, metadata file or CSV")
+	f.StringVar(&m.format, "format", "", "dataset format (default: detect): "+strings.Join(dataset.Formats, ", "))
+	f.StringVar(&m.split, "split", split, "dataset split")
+}
+
+// embedder opens the model; close frees it.
+func (m *modelFlags) embedder() (*serve.ModelEmbedder, string, error) {
+	if m.model == "" {
+		return nil, "", fmt.Errorf("--model is required")
+	}
+	dev, err := torch.ParseDevice(m.device)
+	if err != nil {
+		return nil, "", err
+	}
+	torch.SetNumThreads(m.threads)
+	m.spec.Device = dev
+	fp := m.fingerprint
+	if fp == "" {
+		if fp, err = proto.Fingerprint(m.model); err != nil {
+			return nil, "", err
+		}
+	}
+	e, err := serve.LoadModel(m.model, m.spec)
+	if err != nil {
+		return nil, "", err
+	}
+	return e, fp, nil
+}
+
+func (m *modelFlags) loaderOptions(e *serve.ModelEmbedder) (imageio.LoaderOptions, error) {
+	bad, err := imageio.ParseBadPolicy(m.onBad)
+	if err != nil {
+		return imageio.LoaderOptions{}, err
+	}
+	return imageio.LoaderOptions{Workers: m.workers, BatchSize: m.batch, Transform: e.Transform(), OnBad: bad}, nil
+}
+
+// parseShard reads --shard "i/n" (0-based i).
+func parseShard(s string) (i, n int, err error) {
+	if s == "" {
+		return 0, 1, nil
+	}
+	a, b, ok := strings.Cut(s, "/")
+	i, e1 := strconv.Atoi(a)
+	n, e2 := strconv.Atoi(b)
+	if !ok || e1 != nil || e2 != nil || n < 1 || i < 0 || i >= n {
+		return 0, 0, fmt.Errorf("--shard %q: want i/n with 0 ≤ i < n", s)
+	}
+	return i, n, nil
+}
+
+func storeClasses(cs []dataset.Class) []proto.Class {
+	out := make([]proto.Class, len(cs))
+	for i, c := range cs {
+		out[i] = proto.Class{ID: c.ID, Name: c.Name, Genus: c.Genus, Family: c.Family}
+	}
+	return out
+}
+
+func openData(m *modelFlags) (*dataset.Dataset, error) {
+	if m.data == "" {
+		return nil, fmt.Errorf("--data is required")
+	}
+	return dataset.Open(m.data, dataset.Options{Format: m.format, Split: m.split})
+}
+
+// embedDataset embeds shard i of n of the dataset (every n-th sample from the i-th) in metadata order.
+// Images that cannot be read keep their row (zeros) and are listed in Failed.
+func embedDataset(ctx context.Context, m *modelFlags, shard string, quiet bool) (*proto.Embeddings, error) {
+	si, sn, err := parseShard(shard)
+	if err != nil {
+		return nil, err
+	}
+	d, err := openData(m)
+	if err != nil {
+		return nil, err
+	}
+	var idx []int
+	for i := si; i < len(d.Samples); i += sn {
+		idx = append(idx, i)
+	}
+	emb, fp, err := m.embedder()
+	if err != nil {
+		return nil, err
+	}
+	defer emb.Close()
+	opt, err := m.loaderOptions(emb)
+	if err != nil {
+		return nil, err
+	}
+	dim := emb.Dim()
+	e := &proto.Embeddings{Dim: dim, Model: fp, Split: m.split, Classes: storeClasses(d.Classes),
+		IDs: make([]int64, len(idx)), Labels: make([]int64, len(idx)), Vectors: make([]float32, len(idx)*dim)}
+	for r, i := range idx {
+		s := d.Samples[i]
+		e.IDs[r], e.Labels[r] = s.ID, -1
+		if s.Label >= 0 {
+			e.Labels[r] = d.Classes[s.Label].ID
+		}
+	}
+	bar := progress.New(int64(len(idx)), "embed "+m.split, progress.Options{Quiet: quiet, Unit: "img"})
+	bad, err := proto.EmbedItems(ctx, imageio.ItemsFromDataset(d, idx), opt, emb.Embed, bar, func(rows []int, v []float32) error {
+		for j, r := range rows {
+			copy(e.Vectors[r*dim:(r+1)*dim], v[j*dim:(j+1)*dim])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bad {
+		e.Failed = append(e.Failed, e.IDs[b.Index])
+		slog.Warn("image could not be read", "image", e.IDs[b.Index], "path", b.Path, "err", b.Err)
+	}
+	return e, nil
+}
+
+func newEmbedCmd() *cobra.Command {
+	var (
+		m          modelFlags
+		out, shard string
+		quiet      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "embed --model CKPT --data PATH [--split test] --out emb.safetensors",
+		Short: "Embed a dataset split once: float32 [N, D] embeddings with image ids and labels (shardable)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("--out is required")
+			}
+			e, err := embedDataset(cmd.Context(), &m, shard, quiet)
+			if err != nil {
+				return err
+			}
+			if err := e.Save(out); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "embedded %d images (%d could not be read) of dimension %d with model %s into %s\n",
+				e.Len()-len(e.Failed), len(e.Failed), e.Dim, e.Model, out)
+			return nil
+		},
+	}
+	m.register(cmd.Flags(), "test")
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "embeddings file to write (safetensors)")
+	f.StringVar(&shard, "shard", "", "embed only shard i/n (every n-th image from the i-th, 0-based)")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	return cmd
+}

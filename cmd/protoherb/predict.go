@@ -1,0 +1,172 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"protoherb/atomicfile"
+	"protoherb/eval"
+	"protoherb/proto"
+	"protoherb/search"
+)
+
+func newPredictCmd() *cobra.Command {
+	var (
+		m                    modelFlags
+		b                    buildFlags
+		protos, embs         string
+		out, topkOut         string
+		failedOut, metric    string
+		k, qTile, pTile, thr int
+		otherModel, quiet    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "predict --prototypes P (--embeddings E | --model CKPT --data TEST) --out submission.csv [--topk 5 --topk-out topk.csv]",
+		Short: "Nearest-prototype predictions for a test set: the Kaggle submission (Id,Predicted) and optionally the top-k",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t0 := time.Now()
+			if protos == "" || out == "" {
+				return fmt.Errorf("--prototypes and --out are required")
+			}
+			if (embs == "") == (m.model == "") {
+				return fmt.Errorf("give either --embeddings or --model with --data")
+			}
+			if k < 1 {
+				return fmt.Errorf("--topk %d: want at least 1", k)
+			}
+			met, err := search.ParseMetric(metric)
+			if err != nil {
+				return err
+			}
+			store, err := proto.Load(protos)
+			if err != nil {
+				return err
+			}
+			build, err := b.apply(cmd.Flags(), store.DefaultBuild())
+			if err != nil {
+				return err
+			}
+			var e *proto.Embeddings
+			if embs != "" {
+				e, err = loadEmbeddings(embs)
+			} else {
+				e, err = embedDataset(cmd.Context(), &m, "", quiet)
+			}
+			if err != nil {
+				return err
+			}
+			if e.Dim != store.Dim() {
+				return fmt.Errorf("%s: prototypes are %d-dimensional (model %s), the test embeddings %d-dimensional (model %s): they come from different models",
+					protos, store.Dim(), store.Model(), e.Dim, e.Model)
+			}
+			if e.Model != store.Model() && !otherModel {
+				return fmt.Errorf("%s: prototypes were made by model %s, the test embeddings by %s (pass --allow-other-model if that is intended)",
+					protos, store.Model(), e.Model)
+			}
+			p, err := store.Build(build)
+			if err != nil {
+				return fmt.Errorf("%s: %w", protos, err)
+			}
+			store = nil // the sums are no longer needed
+			if err := p.Transform(e.Vectors); err != nil {
+				return err
+			}
+			tLoad := time.Since(t0)
+			idx := search.NewFlat(p.Dim, met)
+			defer idx.Close()
+			idx.SetOptions(search.Options{QueryTile: qTile, ProtoTile: pTile, Threads: thr})
+			if err := idx.Add(p.Vectors, p.IDs()); err != nil {
+				return err
+			}
+			t1 := time.Now()
+			dist, ids, err := idx.Search(cmd.Context(), e.Vectors, k)
+			if err != nil {
+				return err
+			}
+			tSearch := time.Since(t1)
+			// Images that could not be read get the class with the most training images.
+			failed := make(map[int64]bool, len(e.Failed))
+			for _, id := range e.Failed {
+				failed[id] = true
+			}
+			fallback := mostFrequent(p)
+			pred := make([]int, e.Len())
+			ranked := make([][]eval.Ranked, e.Len())
+			for i, id := range e.IDs {
+				if failed[id] {
+					pred[i] = int(fallback)
+					ranked[i] = []eval.Ranked{{Class: int(fallback), Distance: float32(0)}}
+					continue
+				}
+				pred[i] = int(ids[i*k])
+				for r := range k {
+					if ids[i*k+r] >= 0 {
+						ranked[i] = append(ranked[i], eval.Ranked{Class: int(ids[i*k+r]), Distance: dist[i*k+r]})
+					}
+				}
+			}
+			if err := atomicfile.WriteFile(out, func(w io.Writer) error { return eval.WriteSubmission(w, e.IDs, pred) }); err != nil {
+				return err
+			}
+			if topkOut != "" {
+				if err := atomicfile.WriteFile(topkOut, func(w io.Writer) error { return eval.WriteTopK(w, e.IDs, ranked) }); err != nil {
+					return err
+				}
+			}
+			if len(e.Failed) > 0 {
+				if failedOut == "" {
+					failedOut = out + ".failed.csv"
+				}
+				if err := atomicfile.WriteFile(failedOut, func(w io.Writer) error {
+					fmt.Fprintln(w, "Id")
+					for _, id := range e.Failed {
+						fmt.Fprintln(w, strconv.FormatInt(id, 10))
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+				slog.Warn("test images that could not be read were given the most frequent class", "images", len(e.Failed), "class", fallback, "list", failedOut)
+			}
+			nq := float64(e.Len())
+			fmt.Fprintf(cmd.OutOrStdout(), "%d test images, %d prototypes (%d classes without images excluded), %d-d, build %s, metric %s: %s\n",
+				e.Len(), len(p.Classes), len(p.Excluded), p.Dim, build, met, out)
+			fmt.Fprintf(cmd.OutOrStdout(), "load+build %.2f s, search %.2f s (%.0f queries/s), total %.2f s\n",
+				tLoad.Seconds(), tSearch.Seconds(), nq/tSearch.Seconds(), time.Since(t0).Seconds())
+			return nil
+		},
+	}
+	m.register(cmd.Flags(), "test")
+	b.register(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVar(&protos, "prototypes", "", "prototype file (protoherb prototypes); its recorded build options apply unless overridden")
+	f.StringVar(&embs, "embeddings", "", "test embeddings files (comma-separated, protoherb embed) instead of --model and --data")
+	f.StringVar(&out, "out", "", "submission CSV to write (Id,Predicted)")
+	f.IntVar(&k, "topk", 5, "neighbours kept per image")
+	f.StringVar(&topkOut, "topk-out", "", "also write the top-k CSV (Id,Rank,Predicted,Distance)")
+	f.StringVar(&failedOut, "failed-out", "", "list of unreadable test images (default: OUT.failed.csv, written only when there are some)")
+	f.StringVar(&metric, "metric", "l2", "l2 or cosine")
+	f.IntVar(&qTile, "query-tile", 0, "queries per matrix product (0: default)")
+	f.IntVar(&pTile, "proto-tile", 0, "prototypes per matrix product (0: default)")
+	f.IntVar(&thr, "search-threads", 0, "goroutines scanning a tile (0: one per core)")
+	f.BoolVar(&otherModel, "allow-other-model", false, "accept test embeddings whose model fingerprint differs from the prototypes'")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	return cmd
+}
+
+// mostFrequent returns the class with the most training images (the smallest id among equals).
+func mostFrequent(p *proto.Prototypes) int64 {
+	best, bestN := int64(-1), int64(-1)
+	for i, c := range p.Classes {
+		if n := p.Counts[i]; n > bestN || (n == bestN && c.ID < best) {
+			best, bestN = c.ID, n
+		}
+	}
+	return best
+}

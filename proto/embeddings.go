@@ -1,0 +1,236 @@
+package proto
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"protoherb/imageio"
+	"protoherb/nn"
+	"protoherb/progress"
+	"protoherb/torch"
+)
+
+// EmbeddingsFormat is the metadata "format" value of an embeddings file.
+const EmbeddingsFormat = "protoherb.embeddings/1"
+
+// Embeddings are image embeddings with their image ids and, where known, class ids.
+//
+// File (safetensors): embeddings [N, D] F32, ids [N] I64, labels [N] I64 (class id, -1 unknown);
+// metadata: format, dim, model (fingerprint), split, failed (JSON list of the image ids that could
+// not be read, in no row), classes (JSON list of {id, name, genus, family}: the dataset's classes).
+type Embeddings struct {
+	Dim     int
+	Model   string
+	Split   string
+	IDs     []int64
+	Labels  []int64
+	Vectors []float32
+	Failed  []int64
+	Classes []Class
+}
+
+// Len returns the number of embedded images.
+func (e *Embeddings) Len() int { return len(e.IDs) }
+
+// Save writes the embeddings atomically.
+func (e *Embeddings) Save(path string) error {
+	n := int64(len(e.IDs))
+	if len(e.Labels) != len(e.IDs) || len(e.Vectors) != len(e.IDs)*e.Dim {
+		return fmt.Errorf("%s: %d ids, %d labels and %d values of dimension %d do not agree", path, n, len(e.Labels), len(e.Vectors), e.Dim)
+	}
+	failed, _ := json.Marshal(nonNil(e.Failed))
+	classes, err := json.Marshal(nonNil(e.Classes))
+	if err != nil {
+		return fmt.Errorf("%s: classes: %w", path, err)
+	}
+	ps := []nn.Param{
+		{Name: "embeddings", T: torch.FromFloat32(nil, e.Vectors, n, int64(e.Dim))},
+		{Name: "ids", T: torch.FromInt64(nil, e.IDs, n)},
+		{Name: "labels", T: torch.FromInt64(nil, e.Labels, n)},
+	}
+	defer nn.FreeParams(ps)
+	return nn.SaveSafetensors(path, ps, map[string]string{
+		"format": EmbeddingsFormat, "dim": strconv.Itoa(e.Dim), "model": e.Model, "split": e.Split,
+		"failed": string(failed), "classes": string(classes),
+	})
+}
+
+func nonNil[T any](xs []T) []T {
+	if xs == nil {
+		return []T{}
+	}
+	return xs
+}
+
+// LoadEmbeddings reads an embeddings file. Rows with a non-finite value are an error naming the
+// row and the image.
+func LoadEmbeddings(path string) (*Embeddings, error) {
+	ts, meta, err := nn.LoadSafetensors(path)
+	if err != nil {
+		return nil, err
+	}
+	defer nn.FreeTensors(ts)
+	if f := meta["format"]; f != EmbeddingsFormat {
+		return nil, fmt.Errorf("%s: not an embeddings file (format %q, want %q)", path, f, EmbeddingsFormat)
+	}
+	e := &Embeddings{Model: meta["model"], Split: meta["split"]}
+	if e.Dim, err = strconv.Atoi(meta["dim"]); err != nil || e.Dim <= 0 {
+		return nil, fmt.Errorf("%s: bad dim %q", path, meta["dim"])
+	}
+	if err := errors.Join(unmarshalIf(meta["failed"], &e.Failed), unmarshalIf(meta["classes"], &e.Classes)); err != nil {
+		return nil, fmt.Errorf("%s: metadata: %w", path, err)
+	}
+	emb, ids, labels := ts["embeddings"], ts["ids"], ts["labels"]
+	if emb == nil || ids == nil || labels == nil {
+		return nil, fmt.Errorf("%s: want tensors embeddings, ids and labels", path)
+	}
+	n := ids.Numel()
+	if s := emb.Shape(); len(s) != 2 || s[0] != n || s[1] != int64(e.Dim) || labels.Numel() != n {
+		return nil, fmt.Errorf("%s: embeddings %v, ids %v, labels %v do not agree with dim %d", path, emb.Shape(), ids.Shape(), labels.Shape(), e.Dim)
+	}
+	if e.IDs, err = ids.Int64s(); err == nil {
+		if e.Labels, err = labels.Int64s(); err == nil {
+			e.Vectors, err = emb.Float32s()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r, j := firstNonFinite(e.Vectors, e.Dim); r >= 0 {
+		return nil, fmt.Errorf("%s: embedding row %d (image %d) has a non-finite value at column %d", path, r, e.IDs[r], j)
+	}
+	return e, nil
+}
+
+func unmarshalIf(s string, v any) error {
+	if s == "" {
+		return nil
+	}
+	return json.Unmarshal([]byte(s), v)
+}
+
+func firstNonFinite(x []float32, dim int) (int, int) {
+	for i, v := range x {
+		if v != v || v > 3.4028234663852886e38 || v < -3.4028234663852886e38 {
+			return i / dim, i % dim
+		}
+	}
+	return -1, -1
+}
+
+// ConcatEmbeddings joins embeddings files (shards) made by the same model; an image id present twice
+// is an error.
+func ConcatEmbeddings(parts ...*Embeddings) (*Embeddings, error) {
+	if len(parts) == 0 {
+		return nil, errors.New("proto: no embeddings")
+	}
+	out := &Embeddings{Dim: parts[0].Dim, Model: parts[0].Model, Split: parts[0].Split, Classes: parts[0].Classes}
+	seen := map[int64]bool{}
+	for i, p := range parts {
+		if p.Dim != out.Dim || p.Model != out.Model {
+			return nil, fmt.Errorf("proto: embeddings part %d: dimension %d, model %q; part 0: %d, %q", i, p.Dim, p.Model, out.Dim, out.Model)
+		}
+		for _, id := range p.IDs {
+			if seen[id] {
+				return nil, fmt.Errorf("proto: embeddings part %d: image %d is also in an earlier part", i, id)
+			}
+			seen[id] = true
+		}
+		if len(parts) == 1 {
+			return p, nil
+		}
+		out.IDs = append(out.IDs, p.IDs...)
+		out.Labels = append(out.Labels, p.Labels...)
+		out.Vectors = append(out.Vectors, p.Vectors...)
+		out.Failed = append(out.Failed, p.Failed...)
+		if len(out.Classes) == 0 {
+			out.Classes = p.Classes
+		}
+	}
+	return out, nil
+}
+
+// EmbedFunc maps n preprocessed images (NCHW float32) to n embeddings.
+type EmbedFunc func(x []float32, n int) ([]float32, error)
+
+// EmbedItems loads items with the loader options, embeds them batch by batch and hands each batch to
+// fn with the items' positions. Images that cannot be read are skipped and returned (the rest are
+// embedded), unless opt.OnBad is imageio.Fail.
+func EmbedItems(ctx context.Context, items []imageio.Item, opt imageio.LoaderOptions, embed EmbedFunc, bar *progress.Bar,
+	fn func(index []int, vectors []float32) error) ([]imageio.BadImage, error) {
+	l, err := imageio.NewLoader(opt)
+	if err != nil {
+		return nil, err
+	}
+	st := l.Stream(ctx, items, 0)
+	defer st.Close()
+	for {
+		b, err := st.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if b.N > 0 {
+			v, err := embed(b.X, b.N)
+			if err != nil {
+				return nil, err
+			}
+			if err := fn(b.Index, v); err != nil {
+				return nil, err
+			}
+		}
+		bar.Add(b.N + len(b.Bad))
+	}
+	bar.Finish()
+	return st.Bad(), nil
+}
+
+// Fingerprint identifies a model by the bytes of its weights: a SHA-256 over the .safetensors files
+// at path (the file itself, or every one under a folder, by relative name), shortened, after the
+// folder or file name.
+func Fingerprint(path string) (string, error) {
+	h := sha256.New()
+	var files []string
+	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && (p == path || filepath.Ext(p) == ".safetensors") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("model fingerprint: %w", err)
+	}
+	if len(files) == 0 {
+		return "", fmt.Errorf("model fingerprint: no .safetensors file under %s", path)
+	}
+	slices.Sort(files)
+	for _, f := range files {
+		rel, _ := filepath.Rel(path, f)
+		io.WriteString(h, rel+"\x00")
+		r, err := os.Open(f)
+		if err != nil {
+			return "", fmt.Errorf("model fingerprint: %w", err)
+		}
+		_, err = io.Copy(h, r)
+		r.Close()
+		if err != nil {
+			return "", fmt.Errorf("model fingerprint: %s: %w", f, err)
+		}
+	}
+	return filepath.Base(filepath.Clean(path)) + "@" + hex.EncodeToString(h.Sum(nil))[:16], nil
+}
