@@ -128,7 +128,7 @@ func NewLoader(opt LoaderOptions) (*Loader, error) {
 	return &Loader{opt: opt}, nil
 }
 
-// ItemSeed derives the random source of one item from the stream seed and its position, so the
+// ItemRand derives the random source of one item from the stream seed and its position, so the
 // augmentation of an item does not depend on which worker takes it or when.
 func ItemRand(seed uint64, index int) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, uint64(index)*0x9E3779B97F4A7C15+1))

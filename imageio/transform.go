@@ -40,7 +40,7 @@ type Transform struct {
 	Mean, Std []float32
 }
 
-// Validate checks the transform and fills defaults.
+// withDefaults checks the transform and fills defaults.
 func (t Transform) withDefaults() (Transform, error) {
 	if t.Size <= 0 {
 		return t, fmt.Errorf("transform: size must be positive, got %d", t.Size)
