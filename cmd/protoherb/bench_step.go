@@ -19,6 +19,7 @@ func newBenchStepCmd() *cobra.Command {
 		way, shot, query, size, chans int
 		threads, steps, warmup, embed int
 		tries                         int
+		quietWait                     time.Duration
 		channelsLast                  bool
 		seed                          uint64
 	)
@@ -83,6 +84,9 @@ The defaults are the prototypical-networks Omniglot episode (60-way 5-shot 5-que
 			var times []float64
 			bestForeign := 2.0
 			for try := range max(tries, 1) {
+				if waited := waitQuiet(quietWait); waited > 2*time.Second {
+					fmt.Fprintf(out, "# waited %.0f s for a quiet machine\n", waited.Seconds())
+				}
 				busy0, all0 := procStat()
 				own0 := ownCPU()
 				var ts []float64
@@ -129,6 +133,7 @@ The defaults are the prototypical-networks Omniglot episode (60-way 5-shot 5-que
 	f.IntVar(&steps, "steps", 20, "timed steps (the median is reported)")
 	f.IntVar(&warmup, "warmup", 3, "untimed steps first")
 	f.IntVar(&tries, "tries", 1, "time the steps up to this many times while other processes use over 5% of the CPUs, keeping the cleanest")
+	f.DurationVar(&quietWait, "quiet-wait", 0, "before each try, wait up to this long for other processes to use under 8% of the CPUs")
 	f.BoolVar(&channelsLast, "channels-last", false, "run convolutions on NHWC memory layout")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
 	return cmd
