@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -273,5 +274,25 @@ func TestCorruptFallsBack(t *testing.T) {
 	}
 	if _, _, err := LoadLatest(filepath.Join(dir, "none")); !errors.Is(err, ErrNone) {
 		t.Errorf("missing dir: %v", err)
+	}
+}
+
+// TestSumsReadableBySha256sum: SHA256SUMS is in coreutils' format, so `sha256sum -c` verifies a
+// checkpoint without protoherb.
+func TestSumsReadableBySha256sum(t *testing.T) {
+	if _, err := exec.LookPath("sha256sum"); err != nil {
+		t.Skip("no sha256sum")
+	}
+	p := saveTiny(t, t.TempDir(), 5)
+	cmd := exec.Command("sha256sum", "-c", SumsFile)
+	cmd.Dir = p
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sha256sum -c: %v\n%s", err, out)
+	}
+	for _, f := range []string{ModelFile, OptimizerFile, StateFile} {
+		if !strings.Contains(string(out), f+": OK") {
+			t.Errorf("sha256sum did not check %s:\n%s", f, out)
+		}
 	}
 }
