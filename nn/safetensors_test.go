@@ -57,6 +57,14 @@ func TestReadPythonFixture(t *testing.T) {
 	if len(ts) != len(want) {
 		t.Errorf("%d tensors, want %d", len(ts), len(want))
 	}
+	info, meta2, err := ReadSafetensorsHeader("testdata/fixture.safetensors")
+	if err != nil || len(info) != len(want) || meta2["format"] != "pt" || info["ints32"].DType != torch.Int32 ||
+		!slices.Equal(info["layer.weight"].Shape, []int64{2, 3}) {
+		t.Errorf("header: %v %v %v", info, meta2, err)
+	}
+	if _, _, err := ReadSafetensorsHeader("testdata/tiny.pt"); err == nil || !strings.Contains(err.Error(), "tiny.pt") {
+		t.Errorf("header of a non-safetensors file: %v", err)
+	}
 	for _, w := range want {
 		x := ts[w.name]
 		if x == nil {
