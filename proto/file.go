@@ -2,9 +2,9 @@ package proto
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 
 	"protoherb/nn"
@@ -44,13 +44,12 @@ func (s *Store) Save(path string) error {
 	return nn.SaveSafetensors(path, ps, meta)
 }
 
-// Load reads a store written by Save.
+// Load reads a store written by Save. The data are read straight into the store's slices.
 func Load(path string) (*Store, error) {
-	ts, meta, err := nn.LoadSafetensors(path)
+	info, meta, err := nn.ReadSafetensorsHeader(path)
 	if err != nil {
 		return nil, err
 	}
-	defer nn.FreeTensors(ts)
 	if f := meta["format"]; f != Format {
 		return nil, fmt.Errorf("%s: not a prototype file (format %q, want %q)", path, f, Format)
 	}
@@ -73,30 +72,30 @@ func Load(path string) (*Store, error) {
 	if err := unmarshalIf(meta["build"], &s.build); err != nil {
 		return nil, fmt.Errorf("%s: bad build options: %w", path, err)
 	}
-	c := len(classes)
-	get := func(name string, shape ...int64) *torch.Tensor {
-		t := ts[name]
-		if t == nil {
-			err = errors.Join(err, fmt.Errorf("no tensor %q", name))
-			return nil
-		}
-		if got := t.Shape(); fmt.Sprint(got) != fmt.Sprint(shape) {
-			err = errors.Join(err, fmt.Errorf("tensor %s has shape %v, want %v", name, got, shape))
-			return nil
-		}
-		return t
+	c := int64(len(classes))
+	want := map[string]nn.TensorInfo{
+		"sums":    {DType: torch.Float64, Shape: []int64{c, int64(dim)}},
+		"counts":  {DType: torch.Int64, Shape: []int64{c}},
+		"sqnorms": {DType: torch.Float64, Shape: []int64{c}},
 	}
-	sums, counts, sq := get("sums", int64(c), int64(dim)), get("counts", int64(c)), get("sqnorms", int64(c))
+	for name, w := range want {
+		if have, ok := info[name]; !ok || have.DType != w.DType || fmt.Sprint(have.Shape) != fmt.Sprint(w.Shape) {
+			return nil, fmt.Errorf("%s: tensor %s is %v %v, want %v %v (%d classes in the metadata)", path, name, have.DType, have.Shape, w.DType, w.Shape, c)
+		}
+	}
+	off, start, err := dataOffsets(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
-	if s.sums, err = sums.Float64s(); err == nil {
-		if s.counts, err = counts.Int64s(); err == nil {
-			s.sqnorms, err = sq.Float64s()
-		}
-	}
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
+	}
+	defer f.Close()
+	for name, dst := range map[string][]byte{"sums": bytesOf(s.sums), "counts": bytesOf(s.counts), "sqnorms": bytesOf(s.sqnorms)} {
+		if _, err := f.ReadAt(dst, start+off[name][0]); err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)
+		}
 	}
 	for r, n := range s.counts {
 		if n < 0 {

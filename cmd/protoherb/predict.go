@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,28 +54,37 @@ func newPredictCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var e *proto.Embeddings
+			// Check the test embeddings' header, build the prototypes and drop the sums before the
+			// embeddings are read, so the two never sit in memory together.
 			if embs != "" {
-				e, err = loadEmbeddings(embs)
-			} else {
-				e, err = embedDataset(cmd.Context(), &m, "", quiet)
-			}
-			if err != nil {
-				return err
-			}
-			if e.Dim != store.Dim() {
-				return fmt.Errorf("%s: prototypes are %d-dimensional (model %s), the test embeddings %d-dimensional (model %s): they come from different models",
-					protos, store.Dim(), store.Model(), e.Dim, e.Model)
-			}
-			if e.Model != store.Model() && !otherModel {
-				return fmt.Errorf("%s: prototypes were made by model %s, the test embeddings by %s (pass --allow-other-model if that is intended)",
-					protos, store.Model(), e.Model)
+				for _, path := range strings.Split(embs, ",") {
+					dim, model, _, err := proto.EmbeddingsHeader(strings.TrimSpace(path))
+					if err != nil {
+						return err
+					}
+					if err := checkModel(protos, store.Dim(), store.Model(), dim, model, otherModel); err != nil {
+						return err
+					}
+				}
 			}
 			p, err := store.Build(build)
 			if err != nil {
 				return fmt.Errorf("%s: %w", protos, err)
 			}
-			store = nil // the sums are no longer needed
+			store = nil
+			debug.FreeOSMemory()
+			var e *proto.Embeddings
+			if embs != "" {
+				e, err = loadEmbeddings(embs)
+			} else {
+				e, err = embedDataset(cmd.Context(), &m, "", quiet)
+				if err == nil {
+					err = checkModel(protos, p.Dim, p.Model, e.Dim, e.Model, otherModel)
+				}
+			}
+			if err != nil {
+				return err
+			}
 			if err := p.Transform(e.Vectors); err != nil {
 				return err
 			}
@@ -158,6 +169,19 @@ func newPredictCmd() *cobra.Command {
 	f.BoolVar(&otherModel, "allow-other-model", false, "accept test embeddings whose model fingerprint differs from the prototypes'")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	return cmd
+}
+
+// checkModel refuses test embeddings from another model than the prototypes'.
+func checkModel(protos string, haveDim int, haveModel string, dim int, model string, otherModel bool) error {
+	if dim != haveDim {
+		return fmt.Errorf("%s: prototypes are %d-dimensional (model %s), the test embeddings %d-dimensional (model %s): they come from different models",
+			protos, haveDim, haveModel, dim, model)
+	}
+	if model != haveModel && !otherModel {
+		return fmt.Errorf("%s: prototypes were made by model %s, the test embeddings by %s (pass --allow-other-model if that is intended)",
+			protos, haveModel, model)
+	}
+	return nil
 }
 
 // mostFrequent returns the class with the most training images (the smallest id among equals).
