@@ -117,26 +117,35 @@ func LoadEmbeddings(path string) (*Embeddings, error) {
 	if err := errors.Join(unmarshalIf(meta["failed"], &e.Failed), unmarshalIf(meta["classes"], &e.Classes)); err != nil {
 		return nil, fmt.Errorf("%s: metadata: %w", path, err)
 	}
-	off, start, err := dataOffsets(path)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	e.Vectors = make([]float32, n*int64(dim))
 	e.IDs, e.Labels = make([]int64, n), make([]int64, n)
-	for name, dst := range map[string][]byte{"embeddings": bytesOf(e.Vectors), "ids": bytesOf(e.IDs), "labels": bytesOf(e.Labels)} {
-		if _, err := f.ReadAt(dst, start+off[name][0]); err != nil {
-			return nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)
-		}
+	if err := readTensors(path, map[string][]byte{"embeddings": bytesOf(e.Vectors), "ids": bytesOf(e.IDs), "labels": bytesOf(e.Labels)}); err != nil {
+		return nil, err
 	}
 	if r, j := firstNonFinite(e.Vectors, e.Dim); r >= 0 {
 		return nil, fmt.Errorf("%s: embedding row %d (image %d) has a non-finite value at column %d", path, r, e.IDs[r], j)
 	}
 	return e, nil
+}
+
+// readTensors reads the named tensors' data of a safetensors file (header checked by
+// nn.ReadSafetensorsHeader, sizes by the caller) into dst.
+func readTensors(path string, dst map[string][]byte) error {
+	off, start, err := dataOffsets(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for name, b := range dst {
+		if _, err := f.ReadAt(b, start+off[name][0]); err != nil {
+			return fmt.Errorf("%s: tensor %s: %w", path, name, err)
+		}
+	}
+	return nil
 }
 
 // dataOffsets returns each tensor's data_offsets and where the data section starts. The header has

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 
 	"protoherb/nn"
@@ -83,19 +82,8 @@ func Load(path string) (*Store, error) {
 			return nil, fmt.Errorf("%s: tensor %s is %v %v, want %v %v (%d classes in the metadata)", path, name, have.DType, have.Shape, w.DType, w.Shape, c)
 		}
 	}
-	off, start, err := dataOffsets(path)
-	if err != nil {
+	if err := readTensors(path, map[string][]byte{"sums": bytesOf(s.sums), "counts": bytesOf(s.counts), "sqnorms": bytesOf(s.sqnorms)}); err != nil {
 		return nil, err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	for name, dst := range map[string][]byte{"sums": bytesOf(s.sums), "counts": bytesOf(s.counts), "sqnorms": bytesOf(s.sqnorms)} {
-		if _, err := f.ReadAt(dst, start+off[name][0]); err != nil {
-			return nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)
-		}
 	}
 	for r, n := range s.counts {
 		if n < 0 {
