@@ -45,6 +45,7 @@ func newRootCmd() *cobra.Command {
 	// One constructor per subcommand; each lives in its own file.
 	root.AddCommand(
 		newVersionCmd(),
+		newDemoCmd(),
 		newEvaluateCmd(),
 		newPlotCmd(),
 		newSynthCmd(),

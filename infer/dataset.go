@@ -1,0 +1,68 @@
+package infer
+
+import (
+	"context"
+	"log/slog"
+
+	"protoherb/dataset"
+	"protoherb/imageio"
+	"protoherb/progress"
+	"protoherb/proto"
+)
+
+// DatasetOptions say which samples of a dataset to embed and how to read them.
+type DatasetOptions struct {
+	// Shard and Shards select every Shards-th sample from the Shard-th (0-based); Shards 0 means all.
+	Shard, Shards int
+	// Fingerprint names the model in the embeddings file.
+	Fingerprint string
+	// Loader reads the images; its Transform is replaced by the embedder's.
+	Loader imageio.LoaderOptions
+	Bar    progress.Options
+}
+
+// ProtoClasses converts a dataset's classes to the prototype store's.
+func ProtoClasses(cs []dataset.Class) []proto.Class {
+	out := make([]proto.Class, len(cs))
+	for i, c := range cs {
+		out[i] = proto.Class{ID: c.ID, Name: c.Name, Genus: c.Genus, Family: c.Family}
+	}
+	return out
+}
+
+// EmbedDataset embeds a dataset (or one shard of it) in metadata order. Images that cannot be read
+// keep their row (zeros) and are listed in Failed, unless the loader's policy is to fail.
+func EmbedDataset(ctx context.Context, e *ModelEmbedder, d *dataset.Dataset, o DatasetOptions) (*proto.Embeddings, error) {
+	shards := max(o.Shards, 1)
+	var idx []int
+	for i := o.Shard; i < len(d.Samples); i += shards {
+		idx = append(idx, i)
+	}
+	dim := e.Dim()
+	out := &proto.Embeddings{Dim: dim, Model: o.Fingerprint, Split: d.Split, Classes: ProtoClasses(d.Classes),
+		IDs: make([]int64, len(idx)), Labels: make([]int64, len(idx)), Vectors: make([]float32, len(idx)*dim)}
+	for r, i := range idx {
+		s := d.Samples[i]
+		out.IDs[r], out.Labels[r] = s.ID, -1
+		if s.Label >= 0 {
+			out.Labels[r] = d.Classes[s.Label].ID
+		}
+	}
+	lo := o.Loader
+	lo.Transform = e.Transform()
+	bar := progress.New(int64(len(idx)), "embed "+d.Split, progress.Options{Quiet: o.Bar.Quiet, Writer: o.Bar.Writer, Unit: "img"})
+	bad, err := proto.EmbedItems(ctx, imageio.ItemsFromDataset(d, idx), lo, e.Embed, bar, func(rows []int, v []float32) error {
+		for j, r := range rows {
+			copy(out.Vectors[r*dim:(r+1)*dim], v[j*dim:(j+1)*dim])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bad {
+		out.Failed = append(out.Failed, out.IDs[b.Index])
+		slog.Warn("image could not be read", "image", out.IDs[b.Index], "path", b.Path, "err", b.Err)
+	}
+	return out, nil
+}

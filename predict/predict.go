@@ -1,0 +1,123 @@
+// Package predict assigns test embeddings to their nearest class prototypes (one exact top-k search
+// over all classes, the test set embedded once) and writes the Kaggle submission, the top-k file and
+// the list of images that could not be read.
+package predict
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"protoherb/atomicfile"
+	"protoherb/eval"
+	"protoherb/proto"
+	"protoherb/search"
+)
+
+// Options configure a prediction.
+type Options struct {
+	Metric search.Metric
+	K      int // neighbours kept per image (at least 1)
+	Search search.Options
+}
+
+// Result holds the predictions in the order of the test embeddings.
+type Result struct {
+	IDs    []int64        // test image ids
+	Pred   []int          // predicted class id of each image
+	Ranked [][]eval.Ranked // the top-k classes with distances
+	// Failed are the images that could not be read; they get Fallback, the class with the most
+	// training images.
+	Failed   []int64
+	Fallback int64
+	// SearchTime is the time of the nearest-prototype search alone.
+	SearchTime time.Duration
+}
+
+// Run searches every test embedding against every prototype. The queries are transformed in place
+// into the prototypes' space (p.Transform).
+func Run(ctx context.Context, p *proto.Prototypes, e *proto.Embeddings, o Options) (*Result, error) {
+	if o.K < 1 {
+		return nil, fmt.Errorf("predict: k = %d, want at least 1", o.K)
+	}
+	if e.Dim != p.Dim {
+		return nil, fmt.Errorf("predict: prototypes are %d-dimensional (model %s), the test embeddings %d-dimensional (model %s): they come from different models",
+			p.Dim, p.Model, e.Dim, e.Model)
+	}
+	if len(p.Classes) == 0 {
+		return nil, fmt.Errorf("predict: no class has a prototype")
+	}
+	if err := p.Transform(e.Vectors); err != nil {
+		return nil, err
+	}
+	idx := search.NewFlat(p.Dim, o.Metric)
+	defer idx.Close()
+	idx.SetOptions(o.Search)
+	if err := idx.Add(p.Vectors, p.IDs()); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	dist, ids, err := idx.Search(ctx, e.Vectors, o.K)
+	if err != nil {
+		return nil, err
+	}
+	r := &Result{IDs: e.IDs, Pred: make([]int, e.Len()), Ranked: make([][]eval.Ranked, e.Len()),
+		Failed: e.Failed, Fallback: MostFrequent(p), SearchTime: time.Since(t0)}
+	failed := make(map[int64]bool, len(e.Failed))
+	for _, id := range e.Failed {
+		failed[id] = true
+	}
+	k := o.K
+	for i, id := range e.IDs {
+		if failed[id] {
+			r.Pred[i] = int(r.Fallback)
+			r.Ranked[i] = []eval.Ranked{{Class: int(r.Fallback), Distance: 0}}
+			continue
+		}
+		r.Pred[i] = int(ids[i*k])
+		for j := range k {
+			if ids[i*k+j] >= 0 {
+				r.Ranked[i] = append(r.Ranked[i], eval.Ranked{Class: int(ids[i*k+j]), Distance: dist[i*k+j]})
+			}
+		}
+	}
+	return r, nil
+}
+
+// WriteSubmission writes the Kaggle submission (Id,Predicted) atomically.
+func (r *Result) WriteSubmission(path string) error {
+	return atomicfile.WriteFile(path, func(w io.Writer) error { return eval.WriteSubmission(w, r.IDs, r.Pred) })
+}
+
+// WriteTopK writes the top-k file (Id,Rank,Predicted,Distance) atomically.
+func (r *Result) WriteTopK(path string) error {
+	return atomicfile.WriteFile(path, func(w io.Writer) error { return eval.WriteTopK(w, r.IDs, r.Ranked) })
+}
+
+// WriteFailed writes the ids of the images that could not be read (header Id) atomically.
+func (r *Result) WriteFailed(path string) error {
+	return atomicfile.WriteFile(path, func(w io.Writer) error {
+		if _, err := fmt.Fprintln(w, "Id"); err != nil {
+			return err
+		}
+		for _, id := range r.Failed {
+			if _, err := fmt.Fprintln(w, strconv.FormatInt(id, 10)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// MostFrequent returns the class with the most training images (the smallest id among equals).
+func MostFrequent(p *proto.Prototypes) int64 {
+	best, bestN := int64(-1), int64(-1)
+	for i, c := range p.Classes {
+		if n := p.Counts[i]; n > bestN || (n == bestN && c.ID < best) {
+			best, bestN = c.ID, n
+		}
+	}
+	return best
+}
