@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync/atomic"
 	"time"
+
+	"protoherb/infer"
 )
 
 // A batcher merges concurrent embedding requests into one forward pass.
@@ -14,7 +16,7 @@ import (
 // way: admitted by a handler but still being read or decoded (the expected counter). So a lone
 // client is never delayed by the window, and under load batches fill up to MaxBatch.
 type batcher struct {
-	emb      Embedder
+	emb      infer.Embedder
 	maxBatch int
 	window   time.Duration
 	per      int // floats per image
@@ -38,7 +40,7 @@ type job struct {
 
 var errClosed = errors.New("server is shutting down")
 
-func newBatcher(emb Embedder, maxBatch int, window time.Duration, observe func(int)) *batcher {
+func newBatcher(emb infer.Embedder, maxBatch int, window time.Duration, observe func(int)) *batcher {
 	tf := emb.Transform()
 	c := tf.Channels
 	if c == 0 {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"protoherb/infer"
 )
 
 // BenchOptions configure a load test.
@@ -30,7 +32,7 @@ type BenchOptions struct {
 	EnrolPause   time.Duration
 	// Files to serve; Prototypes is copied first (enrolments must not touch the original).
 	Files Files
-	Spec  ModelSpec
+	Spec  infer.ModelSpec
 	// Images are the query images (JPEG/PNG bytes), used round-robin.
 	Images [][]byte
 	Config Config

@@ -15,6 +15,7 @@ import (
 
 	"protoherb/checkpoint"
 	"protoherb/imageio"
+	"protoherb/infer"
 	"protoherb/nn"
 	"protoherb/proto"
 	"protoherb/torch"
@@ -126,7 +127,7 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 	if err != nil {
 		return nil, err
 	}
-	emb, err := LoadModel(d.Model, ModelSpec{Device: torch.CPU})
+	emb, err := infer.LoadModel(d.Model, infer.ModelSpec{Device: torch.CPU})
 	if err != nil {
 		return nil, err
 	}

@@ -8,12 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 
+	"protoherb/infer"
 	"protoherb/proto"
 )
 
 // Files names what a server is built from.
 type Files struct {
-	Model      string // checkpoint folder, run folder or .safetensors (LoadModel)
+	Model      string // checkpoint folder, run folder or .safetensors (infer.LoadModel)
 	Prototypes string // proto store file (protoherb prototypes); started empty when missing
 	// Build makes the prototypes from the store's sums (as `protoherb prototypes` options).
 	Build      proto.Build
@@ -24,8 +25,8 @@ type Files struct {
 
 // Open loads the model, prototypes, index and token named by f and builds a Server with cfg's
 // settings. The returned close frees the server and the model.
-func Open(f Files, spec ModelSpec, cfg Config) (*Server, func(), error) {
-	emb, err := LoadModel(f.Model, spec)
+func Open(f Files, spec infer.ModelSpec, cfg Config) (*Server, func(), error) {
+	emb, err := infer.LoadModel(f.Model, spec)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -63,12 +63,13 @@ import (
 	"time"
 
 	"protoherb/imageio"
+	"protoherb/infer"
 	"protoherb/search"
 )
 
 // Config configures a Server. Zero values take the defaults noted.
 type Config struct {
-	Embedder Embedder
+	Embedder infer.Embedder
 	Store    Store
 	// Index of training specimens (optional): nearest specimens and thumbnails, and the
 	// temperature fit.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"protoherb/imageio"
+	"protoherb/infer"
 	"protoherb/proto"
 )
 
@@ -77,7 +78,7 @@ func start(t *testing.T, protos string, mod func(*Config)) *testServer {
 			t.Fatal(err)
 		}
 	}
-	emb, err := LoadModel(d.Model, ModelSpec{})
+	emb, err := infer.LoadModel(d.Model, infer.ModelSpec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +279,7 @@ func metric(t *testing.T, url, prefix string) float64 {
 
 // blockingEmbedder holds every forward pass until release is closed.
 type blockingEmbedder struct {
-	Embedder
+	infer.Embedder
 	entered chan struct{}
 	release chan struct{}
 }
@@ -589,12 +590,12 @@ func TestBenchLosesNoEnrolment(t *testing.T) {
 
 func TestChunkedForwardMatchesWholeBatch(t *testing.T) {
 	d := getDemo(t)
-	whole, err := LoadModel(d.Model, ModelSpec{})
+	whole, err := infer.LoadModel(d.Model, infer.ModelSpec{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer whole.Close()
-	chunked, err := LoadModel(d.Model, ModelSpec{Chunk: 2, ChannelsLast: true})
+	chunked, err := infer.LoadModel(d.Model, infer.ModelSpec{Chunk: 2, ChannelsLast: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -654,7 +655,7 @@ func TestSlowClientIsCutOff(t *testing.T) {
 func TestStartEmptyThenEnrol(t *testing.T) {
 	d := getDemo(t)
 	path := filepath.Join(t.TempDir(), "new.safetensors")
-	s, closeAll, err := Open(Files{Model: d.Model, Prototypes: path}, ModelSpec{},
+	s, closeAll, err := Open(Files{Model: d.Model, Prototypes: path}, infer.ModelSpec{},
 		Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

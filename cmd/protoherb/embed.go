@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 
@@ -12,16 +11,16 @@ import (
 
 	"protoherb/dataset"
 	"protoherb/imageio"
+	"protoherb/infer"
 	"protoherb/progress"
 	"protoherb/proto"
-	"protoherb/serve"
 	"protoherb/torch"
 )
 
 // modelFlags are the flags that load a model and feed it images (embed, prototypes, predict).
 type modelFlags struct {
 	model, fingerprint  string
-	spec                serve.ModelSpec
+	spec                infer.ModelSpec
 	device, onBad       string
 	batch, workers      int
 	threads             int
@@ -44,7 +43,7 @@ func (m *modelFlags) register(f *pflag.FlagSet, split string) {
 }
 
 // embedder opens the model; close frees it.
-func (m *modelFlags) embedder() (*serve.ModelEmbedder, string, error) {
+func (m *modelFlags) embedder() (*infer.ModelEmbedder, string, error) {
 	if m.model == "" {
 		return nil, "", fmt.Errorf("--model is required")
 	}
@@ -60,14 +59,14 @@ func (m *modelFlags) embedder() (*serve.ModelEmbedder, string, error) {
 			return nil, "", err
 		}
 	}
-	e, err := serve.LoadModel(m.model, m.spec)
+	e, err := infer.LoadModel(m.model, m.spec)
 	if err != nil {
 		return nil, "", err
 	}
 	return e, fp, nil
 }
 
-func (m *modelFlags) loaderOptions(e *serve.ModelEmbedder) (imageio.LoaderOptions, error) {
+func (m *modelFlags) loaderOptions(e *infer.ModelEmbedder) (imageio.LoaderOptions, error) {
 	bad, err := imageio.ParseBadPolicy(m.onBad)
 	if err != nil {
 		return imageio.LoaderOptions{}, err
@@ -89,14 +88,6 @@ func parseShard(s string) (i, n int, err error) {
 	return i, n, nil
 }
 
-func storeClasses(cs []dataset.Class) []proto.Class {
-	out := make([]proto.Class, len(cs))
-	for i, c := range cs {
-		out[i] = proto.Class{ID: c.ID, Name: c.Name, Genus: c.Genus, Family: c.Family}
-	}
-	return out
-}
-
 func openData(m *modelFlags) (*dataset.Dataset, error) {
 	if m.data == "" {
 		return nil, fmt.Errorf("--data is required")
@@ -115,10 +106,6 @@ func embedDataset(ctx context.Context, m *modelFlags, shard string, quiet bool) 
 	if err != nil {
 		return nil, err
 	}
-	var idx []int
-	for i := si; i < len(d.Samples); i += sn {
-		idx = append(idx, i)
-	}
 	emb, fp, err := m.embedder()
 	if err != nil {
 		return nil, err
@@ -128,31 +115,8 @@ func embedDataset(ctx context.Context, m *modelFlags, shard string, quiet bool) 
 	if err != nil {
 		return nil, err
 	}
-	dim := emb.Dim()
-	e := &proto.Embeddings{Dim: dim, Model: fp, Split: m.split, Classes: storeClasses(d.Classes),
-		IDs: make([]int64, len(idx)), Labels: make([]int64, len(idx)), Vectors: make([]float32, len(idx)*dim)}
-	for r, i := range idx {
-		s := d.Samples[i]
-		e.IDs[r], e.Labels[r] = s.ID, -1
-		if s.Label >= 0 {
-			e.Labels[r] = d.Classes[s.Label].ID
-		}
-	}
-	bar := progress.New(int64(len(idx)), "embed "+m.split, progress.Options{Quiet: quiet, Unit: "img"})
-	bad, err := proto.EmbedItems(ctx, imageio.ItemsFromDataset(d, idx), opt, emb.Embed, bar, func(rows []int, v []float32) error {
-		for j, r := range rows {
-			copy(e.Vectors[r*dim:(r+1)*dim], v[j*dim:(j+1)*dim])
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bad {
-		e.Failed = append(e.Failed, e.IDs[b.Index])
-		slog.Warn("image could not be read", "image", e.IDs[b.Index], "path", b.Path, "err", b.Err)
-	}
-	return e, nil
+	return infer.EmbedDataset(ctx, emb, d, infer.DatasetOptions{Shard: si, Shards: sn, Fingerprint: fp, Loader: opt,
+		Bar: progress.Options{Quiet: quiet}})
 }
 
 func newEmbedCmd() *cobra.Command {

@@ -2,17 +2,14 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"protoherb/atomicfile"
-	"protoherb/eval"
+	"protoherb/predict"
 	"protoherb/proto"
 	"protoherb/search"
 )
@@ -85,65 +82,29 @@ func newPredictCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := p.Transform(e.Vectors); err != nil {
-				return err
-			}
 			tLoad := time.Since(t0)
-			idx := search.NewFlat(p.Dim, met)
-			defer idx.Close()
-			idx.SetOptions(search.Options{QueryTile: qTile, ProtoTile: pTile, Threads: thr})
-			if err := idx.Add(p.Vectors, p.IDs()); err != nil {
-				return err
-			}
-			t1 := time.Now()
-			dist, ids, err := idx.Search(cmd.Context(), e.Vectors, k)
+			r, err := predict.Run(cmd.Context(), p, e, predict.Options{Metric: met, K: k,
+				Search: search.Options{QueryTile: qTile, ProtoTile: pTile, Threads: thr}})
 			if err != nil {
 				return err
 			}
-			tSearch := time.Since(t1)
-			// Images that could not be read get the class with the most training images.
-			failed := make(map[int64]bool, len(e.Failed))
-			for _, id := range e.Failed {
-				failed[id] = true
-			}
-			fallback := mostFrequent(p)
-			pred := make([]int, e.Len())
-			ranked := make([][]eval.Ranked, e.Len())
-			for i, id := range e.IDs {
-				if failed[id] {
-					pred[i] = int(fallback)
-					ranked[i] = []eval.Ranked{{Class: int(fallback), Distance: float32(0)}}
-					continue
-				}
-				pred[i] = int(ids[i*k])
-				for r := range k {
-					if ids[i*k+r] >= 0 {
-						ranked[i] = append(ranked[i], eval.Ranked{Class: int(ids[i*k+r]), Distance: dist[i*k+r]})
-					}
-				}
-			}
-			if err := atomicfile.WriteFile(out, func(w io.Writer) error { return eval.WriteSubmission(w, e.IDs, pred) }); err != nil {
+			tSearch := r.SearchTime
+			if err := r.WriteSubmission(out); err != nil {
 				return err
 			}
 			if topkOut != "" {
-				if err := atomicfile.WriteFile(topkOut, func(w io.Writer) error { return eval.WriteTopK(w, e.IDs, ranked) }); err != nil {
+				if err := r.WriteTopK(topkOut); err != nil {
 					return err
 				}
 			}
-			if len(e.Failed) > 0 {
+			if len(r.Failed) > 0 {
 				if failedOut == "" {
 					failedOut = out + ".failed.csv"
 				}
-				if err := atomicfile.WriteFile(failedOut, func(w io.Writer) error {
-					fmt.Fprintln(w, "Id")
-					for _, id := range e.Failed {
-						fmt.Fprintln(w, strconv.FormatInt(id, 10))
-					}
-					return nil
-				}); err != nil {
+				if err := r.WriteFailed(failedOut); err != nil {
 					return err
 				}
-				slog.Warn("test images that could not be read were given the most frequent class", "images", len(e.Failed), "class", fallback, "list", failedOut)
+				slog.Warn("test images that could not be read were given the most frequent class", "images", len(r.Failed), "class", r.Fallback, "list", failedOut)
 			}
 			nq := float64(e.Len())
 			fmt.Fprintf(cmd.OutOrStdout(), "%d test images, %d prototypes (%d classes without images excluded), %d-d, build %s, metric %s: %s\n",
@@ -182,15 +143,4 @@ func checkModel(protos string, haveDim int, haveModel string, dim int, model str
 			protos, haveModel, model)
 	}
 	return nil
-}
-
-// mostFrequent returns the class with the most training images (the smallest id among equals).
-func mostFrequent(p *proto.Prototypes) int64 {
-	best, bestN := int64(-1), int64(-1)
-	for i, c := range p.Classes {
-		if n := p.Counts[i]; n > bestN || (n == bestN && c.ID < best) {
-			best, bestN = c.ID, n
-		}
-	}
-	return best
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"protoherb/imageio"
+	"protoherb/infer"
 	"protoherb/progress"
 	"protoherb/proto"
 )
@@ -167,7 +168,7 @@ func streamPrototypes(cmd *cobra.Command, m *modelFlags, opt proto.Options, quie
 	if err != nil {
 		return nil, err
 	}
-	s, err := proto.New(emb.Dim(), fp, storeClasses(d.Classes), opt)
+	s, err := proto.New(emb.Dim(), fp, infer.ProtoClasses(d.Classes), opt)
 	if err != nil {
 		return nil, err
 	}

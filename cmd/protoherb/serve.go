@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"protoherb/infer"
 	"protoherb/serve"
 	"protoherb/torch"
 )
@@ -16,7 +17,7 @@ import (
 func newServeCmd() *cobra.Command {
 	var (
 		f                        serve.Files
-		spec                     serve.ModelSpec
+		spec                     infer.ModelSpec
 		cfg                      serve.Config
 		addr, device, demo       string
 		threads, maxUploadMB     int
