@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 )
 
 // Bar is one progress bar. A nil *Bar is valid and draws nothing, so callers need no checks.
@@ -19,7 +20,7 @@ type Bar struct {
 
 // Options configure a bar.
 type Options struct {
-	// Writer receives the bar; nil means os.Stderr.
+	// Writer receives the bar; nil means os.Stderr when it is a terminal, and no bar otherwise.
 	Writer io.Writer
 	// Quiet disables drawing.
 	Quiet bool
@@ -34,6 +35,11 @@ func New(total int64, desc string, opt Options) *Bar {
 	}
 	w := opt.Writer
 	if w == nil {
+		// A bar redraws its line with carriage returns: on standard error that is not a terminal
+		// (a log file, CI) it would only fill the log, so it is left out there.
+		if !term.IsTerminal(int(os.Stderr.Fd())) {
+			return nil
+		}
 		w = os.Stderr
 	}
 	unit := opt.Unit
