@@ -67,6 +67,12 @@ func (c *Config) defaults() {
 	}
 }
 
+// Training-count bounds of the demo's tail and medium groups.
+const (
+	DemoTailMax   = 3
+	DemoMediumMax = 15
+)
+
 // Method is one way of predicting, scored on the test set.
 type Method struct {
 	Name   string
@@ -171,7 +177,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt := eval.Options{Classes: classes, ClassesName: gen.TrainMetadata}
+	// The demo's species have 1 to ~50 training images, so its groups are scaled down from the
+	// Herbarium defaults: tail 1–3 images (the real long tail), medium 4–15, head above.
+	opt := eval.Options{Classes: classes, ClassesName: gen.TrainMetadata, TailMax: DemoTailMax, MediumMax: DemoMediumMax}
 	score := func(name, note string, r *predict.Result) error {
 		dir := filepath.Join(cfg.Out, name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {

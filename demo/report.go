@@ -83,9 +83,9 @@ func writeReport(res *Result, cfg Config, gen *synth.Result) error {
 	if len(res.Methods) > 0 && len(res.Methods[0].Report.Groups) > 0 {
 		var parts []string
 		for _, g := range res.Methods[0].Report.Groups {
-			parts = append(parts, fmt.Sprintf("%s = %s training images", g.Name, g.Range()))
+			parts = append(parts, fmt.Sprintf("%s = %s", g.Name, g.Range()))
 		}
-		fmt.Fprintf(&b, "\nGroups by training images per species: %s. Macro-F1 is scikit-learn's `f1_score(average=\"macro\")`.\n", strings.Join(parts, ", "))
+		fmt.Fprintf(&b, "\nGroups by training images per species (scaled to this small herbarium): %s. Macro-F1 is scikit-learn's `f1_score(average=\"macro\")`.\n", strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(&b, "\n")
 	for _, m := range res.Methods {
@@ -94,21 +94,21 @@ func writeReport(res *Result, cfg Config, gen *synth.Result) error {
 	fmt.Fprintf(&b, "\n![macro-F1 by method](macro_f1.png)\n\n![tail macro-F1](tail_f1.png)\n\n")
 	fmt.Fprintf(&b, "Training curves: `%s`, `%s`.\n\n",
 		rel(dir, filepath.Join(res.PretrainRun, "curves.png")), rel(dir, filepath.Join(res.TrainRun, "curves.png")))
-	fmt.Fprintf(&b, "## Next\n\n```sh\n%s\n```\n", strings.Join(NextCommands(res), "\n"))
+	fmt.Fprintf(&b, "## Next\n\n```sh\n%s\n```\n", strings.Join(NextCommands("protoherb", res), "\n"))
 	return atomicfile.WriteFile(res.Report, func(w io.Writer) error {
 		_, err := w.Write(b.Bytes())
 		return err
 	})
 }
 
-// NextCommands are the commands a user might try after the demo.
-func NextCommands(res *Result) []string {
+// NextCommands are the commands a user might try after the demo, run as bin.
+func NextCommands(bin string, res *Result) []string {
 	return []string{
-		fmt.Sprintf("protoherb serve --model %s --prototypes %s    # then open http://127.0.0.1:8080", res.TrainRun, res.Prototypes),
-		fmt.Sprintf("protoherb fewshot --model %s --data %s --split train --way 5 --shot 1,5", res.TrainRun, filepath.Join(res.Data, "nybg2020")),
-		fmt.Sprintf("protoherb evaluate --pred %s --truth %s --data %s --report /tmp/eval",
+		fmt.Sprintf(bin+" serve --model %s --prototypes %s    # then open http://127.0.0.1:8080", res.TrainRun, res.Prototypes),
+		fmt.Sprintf(bin+" fewshot --model %s --data %s --split train --way 5 --shot 1,5", res.TrainRun, filepath.Join(res.Data, "nybg2020")),
+		fmt.Sprintf(bin+" evaluate --pred %s --truth %s --data %s --report /tmp/eval",
 			filepath.Join(filepath.Dir(res.Report), "trained-robust", "submission.csv"), filepath.Join(res.Data, "solution.csv"), filepath.Join(res.Data, "nybg2020")),
-		fmt.Sprintf("protoherb plot %s", res.TrainRun),
+		fmt.Sprintf(bin+" plot %s", res.TrainRun),
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 
 	"github.com/spf13/cobra"
@@ -32,7 +33,7 @@ Writes DIR/report.md with PNG charts; needs no download and runs in minutes on 2
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "\nDone in %s. Report: %s\n", res.Elapsed.Round(1e9), res.Report)
 			fmt.Fprintf(out, "Model: %s   Prototypes: %s\n\nNext:\n", res.TrainRun, res.Prototypes)
-			for _, l := range demo.NextCommands(res) {
+			for _, l := range demo.NextCommands(os.Args[0], res) {
 				fmt.Fprintln(out, "  "+l)
 			}
 			return nil
