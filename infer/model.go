@@ -46,7 +46,8 @@ type ModelSpec struct {
 	// Invert maps pixel v to 1−v before normalising (a model trained on inverted strokes, as
 	// train's invert: true).
 	Invert bool
-	// Chunk is the most images per libtorch forward call (0 = the whole batch). On CPU a few images
+	// Chunk is the most images per libtorch forward call (0 = the whole batch; negative = auto: 4
+	// for Conv-4 on CPU, else the whole batch). On CPU a few images
 	// at a time keep the activations in cache: Conv-4 at 84 px costs ~2 ms per image in chunks of
 	// 4 but ~5 ms in one call of 32.
 	Chunk int
@@ -198,6 +199,16 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	}
 	e := NewModelEmbedder(m, tf)
 	e.Chunk = spec.Chunk
+	if e.Chunk < 0 {
+		// Conv-4's cost per image does not fall with the batch on CPU and its activations spill
+		// out of cache in big calls; deeper backbones (weights reused across the batch) and GPUs
+		// gain from the whole batch: ResNet-18 at 112 px serves 5.0× the single-client rate at
+		// 32 clients whole, 3.2× in chunks of 4 (docs/benchmarks.md).
+		e.Chunk = 0
+		if spec.Device == torch.CPU && spec.Backbone == "conv4" {
+			e.Chunk = 4
+		}
+	}
 	return e, nil
 }
 

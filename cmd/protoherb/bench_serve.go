@@ -101,6 +101,6 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 	fl.DurationVar(&o.Config.BatchWindow, "batch-window", 5*time.Millisecond, "longest a batch waits")
 	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0 = default)")
 	fl.BoolVar(&o.Spec.ChannelsLast, "channels-last", true, "run convolutions on NHWC memory")
-	fl.IntVar(&o.Spec.Chunk, "forward-chunk", 4, "most images per forward call within a batch (0 = whole batch)")
+	fl.IntVar(&o.Spec.Chunk, "forward-chunk", -1, "most images per forward call within a batch (-1 = auto: 4 for Conv-4 on CPU, else the whole batch; 0 = whole batch)")
 	return cmd
 }

@@ -42,12 +42,6 @@ to try the page without a trained model.`,
 			}
 			torch.SetNumThreads(threads)
 			spec.Device = dev
-			if spec.Chunk < 0 { // auto: small chunks keep CPU activations in cache; a GPU takes the batch whole
-				spec.Chunk = 0
-				if dev == torch.CPU {
-					spec.Chunk = 4
-				}
-			}
 			if demo != "" && f.Model == "" {
 				d, err := serve.EnsureDemo(cmd.Context(), demo)
 				if err != nil {
@@ -107,6 +101,6 @@ to try the page without a trained model.`,
 	fl.IntVar(&spec.EmbedDim, "embed-dim", 0, "embedding head size when the model file does not say")
 	fl.IntVar(&spec.Resize, "resize", 0, "shorter side before the centre crop (0 = image size)")
 	fl.BoolVar(&spec.ChannelsLast, "channels-last", true, "run convolutions on NHWC memory (same results, faster on CPU)")
-	fl.IntVar(&spec.Chunk, "forward-chunk", -1, "most images per forward call within a batch (-1 = 4 on CPU, whole batch on GPU; 0 = whole batch)")
+	fl.IntVar(&spec.Chunk, "forward-chunk", -1, "most images per forward call within a batch (-1 = auto: 4 for Conv-4 on CPU, else the whole batch; 0 = whole batch)")
 	return cmd
 }
