@@ -102,21 +102,32 @@ func embedDataset(ctx context.Context, m *modelFlags, shard string, quiet bool) 
 	if err != nil {
 		return nil, err
 	}
-	d, err := openData(m)
-	if err != nil {
-		return nil, err
-	}
-	emb, fp, err := m.embedder()
+	d, emb, fp, lo, err := m.open()
 	if err != nil {
 		return nil, err
 	}
 	defer emb.Close()
-	opt, err := m.loaderOptions(emb)
-	if err != nil {
-		return nil, err
-	}
-	return infer.EmbedDataset(ctx, emb, d, infer.DatasetOptions{Shard: si, Shards: sn, Fingerprint: fp, Loader: opt,
+	return infer.EmbedDataset(ctx, emb, d, infer.DatasetOptions{Shard: si, Shards: sn, Fingerprint: fp, Loader: lo,
 		Bar: progress.Options{Quiet: quiet}})
+}
+
+// open opens the dataset and the model, and returns the loader options that feed the model; the
+// caller closes the embedder.
+func (m *modelFlags) open() (*dataset.Dataset, *infer.ModelEmbedder, string, imageio.LoaderOptions, error) {
+	d, err := openData(m)
+	if err != nil {
+		return nil, nil, "", imageio.LoaderOptions{}, err
+	}
+	emb, fp, err := m.embedder()
+	if err != nil {
+		return nil, nil, "", imageio.LoaderOptions{}, err
+	}
+	lo, err := m.loaderOptions(emb)
+	if err != nil {
+		emb.Close()
+		return nil, nil, "", imageio.LoaderOptions{}, err
+	}
+	return d, emb, fp, lo, nil
 }
 
 func newEmbedCmd() *cobra.Command {

@@ -155,19 +155,11 @@ func newPrototypesCmd() *cobra.Command {
 
 // streamPrototypes embeds the training images and sums them per class without keeping them.
 func streamPrototypes(cmd *cobra.Command, m *modelFlags, opt proto.Options, quiet bool) (*proto.Store, error) {
-	d, err := openData(m)
-	if err != nil {
-		return nil, err
-	}
-	emb, fp, err := m.embedder()
+	d, emb, fp, lo, err := m.open()
 	if err != nil {
 		return nil, err
 	}
 	defer emb.Close()
-	lo, err := m.loaderOptions(emb)
-	if err != nil {
-		return nil, err
-	}
 	s, err := proto.New(emb.Dim(), fp, infer.ProtoClasses(d.Classes), opt)
 	if err != nil {
 		return nil, err
