@@ -26,12 +26,13 @@ type DemoOptions struct {
 	Species   int    // classes (8)
 	PerClass  int    // specimens per class (3)
 	ImageSize int    // model input side (32)
+	Backbone  string // "" = conv4
 	Seed      uint64 // weights and images
 	// ImageW, ImageH: the generated specimen JPEGs (160 × 240).
 	ImageW, ImageH int
 }
 
-// Demo is a small self-contained service on disk: a Conv-4 checkpoint (random weights), a
+// Demo is a small self-contained service on disk: a checkpoint (Conv-4 unless DemoOptions say, random weights), a
 // prototype store built from generated specimen images, an index of those specimens and the
 // images. Tests and `protoherb bench serve` use it.
 type Demo struct {
@@ -116,12 +117,16 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 	if err := torch.ManualSeed(o.Seed); err != nil {
 		return nil, err
 	}
-	cfg := nn.Config{Backbone: "conv4", InChannels: 3, ImageSize: o.ImageSize}
+	backbone := o.Backbone
+	if backbone == "" {
+		backbone = "conv4"
+	}
+	cfg := nn.Config{Backbone: backbone, InChannels: 3, ImageSize: o.ImageSize}
 	m, err := nn.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	runCfg, _ := json.Marshal(map[string]any{"backbone": "conv4", "image_size": o.ImageSize, "in_channels": 3})
+	runCfg, _ := json.Marshal(map[string]any{"backbone": backbone, "image_size": o.ImageSize, "in_channels": 3})
 	d.Model, err = checkpoint.Save(filepath.Join(dir, "run"), &checkpoint.Checkpoint{Weights: m.State(), Config: runCfg}, 1)
 	m.Close()
 	if err != nil {

@@ -20,6 +20,7 @@ func newBenchServeCmd() *cobra.Command {
 		threads  int
 		imgSize  int
 		demoSpec int
+		backbone string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -28,7 +29,7 @@ func newBenchServeCmd() *cobra.Command {
 --duration at each --clients level, while --enrol-clients enrol specimens; then checks that no
 acknowledged enrolment is missing (live and after reloading the prototype file).
 
-Without --model it serves a generated demo (Conv-4, random weights, --image-size input, generated
+Without --model it serves a generated demo (--backbone, random weights, --image-size input, generated
 specimen sheets of 320×480). The last line is "serve: X requests/s" at the highest client count.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			torch.SetNumThreads(threads)
@@ -45,7 +46,7 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 					dir = tmp
 				}
 				d, err := serve.MakeDemo(cmd.Context(), dir, serve.DemoOptions{Species: demoSpec, PerClass: 4,
-					ImageSize: imgSize, ImageW: 320, ImageH: 480, Seed: 1})
+					ImageSize: imgSize, Backbone: backbone, ImageW: 320, ImageH: 480, Seed: 1})
 				if err != nil {
 					return err
 				}
@@ -95,11 +96,12 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 	fl.StringVar(&o.Files.ImagesRoot, "images-root", "", "folder of the index's images")
 	fl.StringVar(&images, "images", "", "glob of query images (default: the demo's specimens)")
 	fl.StringVar(&demoDir, "demo-dir", "", "where to build the demo (default: a temporary folder)")
-	fl.IntVar(&imgSize, "image-size", 84, "demo model input size")
+	fl.IntVar(&imgSize, "image-size", 112, "demo model input size")
+	fl.StringVar(&backbone, "backbone", "resnet18", "demo model backbone (conv4, resnet12, resnet18, resnet50)")
 	fl.IntVar(&demoSpec, "species", 64, "demo species")
 	fl.IntVar(&o.Config.MaxBatch, "max-batch", 32, "images per forward pass at most")
 	fl.DurationVar(&o.Config.BatchWindow, "batch-window", 5*time.Millisecond, "longest a batch waits")
-	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0 = default)")
+	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0: number of cores)")
 	fl.BoolVar(&o.Spec.ChannelsLast, "channels-last", true, "run convolutions on NHWC memory")
 	fl.IntVar(&o.Spec.Chunk, "forward-chunk", -1, "most images per forward call within a batch (-1 = auto: 4 for Conv-4 on CPU, else the whole batch; 0 = whole batch)")
 	return cmd

@@ -36,7 +36,7 @@ func (m *modelFlags) register(f *pflag.FlagSet, split string) {
 	f.StringVar(&m.onBad, "on-bad-image", "skip", "an image that cannot be read: skip (listed; the rest go on) or fail")
 	f.IntVar(&m.batch, "batch", 32, "images per forward pass")
 	f.IntVar(&m.workers, "workers", 0, "image decoding workers (0: one per core)")
-	f.IntVar(&m.threads, "threads", 0, "libtorch threads (0: leave as is)")
+	f.IntVar(&m.threads, "threads", 0, "libtorch threads (0: number of cores)")
 	f.StringVar(&m.data, "data", "", "dataset: folder, metadata file or CSV")
 	f.StringVar(&m.format, "format", "", "dataset format (default: detect): "+strings.Join(dataset.Formats, ", "))
 	f.StringVar(&m.split, "split", split, "dataset split")

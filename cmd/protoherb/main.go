@@ -11,9 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"protoherb/torch"
 )
 
 func main() {
@@ -38,6 +41,9 @@ func newRootCmd() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+			// libtorch starts with half the cores here (OMP_NUM_THREADS unset); every command uses
+			// all of them unless its --threads says otherwise.
+			torch.SetNumThreads(runtime.NumCPU())
 			return nil
 		},
 	}

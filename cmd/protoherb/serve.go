@@ -94,7 +94,7 @@ to try the page without a trained model.`,
 	fl.DurationVar(&readTimeout, "read-timeout", 60*time.Second, "time to read a whole request (slow clients are cut off)")
 	fl.DurationVar(&writeTimout, "write-timeout", 60*time.Second, "time to write a response")
 	fl.StringVar(&device, "device", "cpu", "cpu, cuda or cuda:N")
-	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0 = libtorch's default)")
+	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0: number of cores)")
 	fl.StringVar(&spec.Backbone, "backbone", "", "backbone when the model file does not say (conv4, resnet12, resnet18, resnet50, torchscript:PATH)")
 	fl.IntVar(&spec.ImageSize, "image-size", 0, "model input size when the model file does not say")
 	fl.IntVar(&spec.Channels, "channels", 0, "input channels when the model file does not say")
