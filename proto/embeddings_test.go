@@ -2,11 +2,8 @@ package proto
 
 import (
 	"math"
-	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -59,48 +56,25 @@ func TestSetShrink(t *testing.T) {
 	}
 }
 
-// TestWriteFullScaleFixture writes the Herbarium 2020-shaped inputs of the predict benchmark
-// (32,093 classes with 1–60 random training embeddings' sums, 138,292 test embeddings, 512-d) into
-// $PROTOHERB_PREDICT_FIXTURE; it is skipped without that variable.
-func TestWriteFullScaleFixture(t *testing.T) {
-	dir := os.Getenv("PROTOHERB_PREDICT_FIXTURE")
-	if dir == "" {
-		t.Skip("set PROTOHERB_PREDICT_FIXTURE=DIR to write the full-scale predict benchmark inputs")
-	}
-	const classes, queries, dim = 32093, 138292, 512
-	rng := rand.New(rand.NewPCG(2020, 7))
-	cs := make([]Class, classes+1) // plus one class without images, as in Herbarium 2020
-	for i := range cs {
-		cs[i] = Class{ID: int64(i), Name: "species " + strconv.Itoa(i), Genus: "g" + strconv.Itoa(i/8), Family: "f" + strconv.Itoa(i/200)}
-	}
-	s, err := New(dim, "bench@0", cs, Options{})
+// The scale-benchmark generator writes inputs that load back with the promised shapes.
+func TestGenerateScaleFixture(t *testing.T) {
+	dir := t.TempDir()
+	protos, emb, err := GenerateScaleFixture(dir, 10, 20, 4, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each class: a random centre, 1–3 embeddings around it (the sums are what matter here).
-	vec := make([]float32, dim)
-	for c := range classes {
-		for range 1 + rng.IntN(3) {
-			for j := range vec {
-				vec[j] = float32(rng.NormFloat64())
-			}
-			if err := s.Accumulate(vec, []int64{int64(c)}, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := s.Save(filepath.Join(dir, "protos.safetensors")); err != nil {
+	s, err := Load(protos)
+	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Embeddings{Dim: dim, Model: "bench@0", Split: "test", IDs: make([]int64, queries), Labels: make([]int64, queries),
-		Vectors: make([]float32, queries*dim)}
-	for i := range e.IDs {
-		e.IDs[i], e.Labels[i] = int64(i), -1
+	if s.Len() != 11 || s.Dim() != 4 || s.Count(10) != 0 || s.Count(0) < 1 {
+		t.Fatalf("store: %d classes, dim %d, class 10 has %d images, class 0 %d", s.Len(), s.Dim(), s.Count(10), s.Count(0))
 	}
-	for i := range e.Vectors {
-		e.Vectors[i] = float32(rng.NormFloat64())
-	}
-	if err := e.Save(filepath.Join(dir, "test.safetensors")); err != nil {
+	e, err := LoadEmbeddings(emb)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if e.Len() != 20 || e.Dim != 4 || e.Model != s.Model() {
+		t.Fatalf("embeddings: %d rows of %d, model %q vs %q", e.Len(), e.Dim, e.Model, s.Model())
 	}
 }
