@@ -22,7 +22,6 @@ type episodic struct {
 	src, vsrc         Images
 	sampler, vsampler *dataset.EpisodeSampler
 	target            []int64
-	idx               []int
 	bar               progress.Options
 	trainClasses      []int
 }
@@ -97,17 +96,17 @@ func newEpisodic(ctx context.Context, rs *runState, bar progress.Options) (*epis
 	return e, nil
 }
 
-func (e *episodic) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (stepResult, error) {
+func (e *episodic) plan(r *rand.Rand, _ int) ([]int, uint64) {
+	ep := e.sampler.Sample(r)
+	return episodeOrder(ep, nil), r.Uint64()
+}
+
+func (e *episodic) source() Images { return e.src }
+
+func (e *episodic) step(s *torch.Scope, idx []int, xs []float32) (stepResult, error) {
 	c := &e.rs.cfg
 	t0 := time.Now()
-	ep := e.sampler.Sample(r)
-	seed := r.Uint64()
-	e.idx = episodeOrder(ep, e.idx[:0])
-	xs, err := e.src.Load(ctx, e.idx, seed)
-	if err != nil {
-		return stepResult{}, err
-	}
-	n := len(e.idx)
+	n := len(idx)
 	x := e.rs.input(s, xs, n)
 	data := time.Since(t0)
 	emb := e.rs.model.Embed(x, true)

@@ -121,14 +121,15 @@ func (p *pretrain) perm(epoch int) []int {
 	return p.permCache
 }
 
-func (p *pretrain) step(ctx context.Context, s *torch.Scope, r *rand.Rand) (stepResult, error) {
+func (p *pretrain) plan(r *rand.Rand, step int) ([]int, uint64) {
+	idx := p.batch(r, step)
+	return idx, r.Uint64()
+}
+
+func (p *pretrain) source() Images { return p.src }
+
+func (p *pretrain) step(s *torch.Scope, idx []int, xs []float32) (stepResult, error) {
 	t0 := time.Now()
-	idx := p.batch(r, p.rs.step)
-	seed := r.Uint64()
-	xs, err := p.src.Load(ctx, idx, seed)
-	if err != nil {
-		return stepResult{}, err
-	}
 	for i, k := range idx {
 		p.target[i] = int64(p.label[p.d.Samples[k].Label])
 	}

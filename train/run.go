@@ -58,10 +58,15 @@ type stepResult struct {
 
 // task is one training stage: how a step is taken and how validation is measured.
 type task interface {
-	// step samples from r, runs forward, backward and the optimizer step. It returns errNonFinite
-	// (wrapped, with the loss) before touching the weights when the loss is NaN or infinite, and a
-	// context error, with nothing applied, when ctx ends while it loads data.
-	step(ctx context.Context, s *torch.Scope, r *rand.Rand) (stepResult, error)
+	// plan draws from r the sample positions and augmentation seed of step (0-based); it is the
+	// only draw a step makes from the run's generator.
+	plan(r *rand.Rand, step int) (idx []int, seed uint64)
+	// source serves the training images.
+	source() Images
+	// step runs forward, backward and the optimizer step on the images xs of the samples idx. It
+	// returns errNonFinite (wrapped, with the loss) before touching the weights when the loss is
+	// NaN or infinite.
+	step(s *torch.Scope, idx []int, xs []float32) (stepResult, error)
 	// validate returns validation values (acc, acc_ci95, ...) and the accuracy the best slot ranks
 	// by; ok is false when the task has no validation data.
 	validate(ctx context.Context) (vals map[string]float64, acc float64, ok bool, err error)
@@ -83,6 +88,8 @@ type runState struct {
 	rng    *rand.Rand
 	step   int
 	task   task
+	// fetch draws and loads the steps' batches, one step ahead of the step that computes.
+	fetch *prefetcher
 }
 
 // weights lists what a checkpoint stores: the model state and the metric's temperature.
@@ -94,6 +101,9 @@ func (rs *runState) trainable() []*torch.Tensor {
 }
 
 func (rs *runState) close() {
+	if rs.fetch != nil {
+		rs.fetch.stop()
+	}
 	if rs.task != nil {
 		rs.task.close()
 	}
@@ -149,6 +159,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	rs.fetch = newPrefetcher(rs, rs.task.source(), rs.task.plan)
 	if rs.metric == nil {
 		rs.metric = &Metric{Distance: "euclidean"}
 	}
@@ -217,10 +228,6 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 			res.Interrupted = true
 			break
 		}
-		snap, err := rs.pcg.MarshalBinary()
-		if err != nil {
-			return res, err
-		}
 		lr := rs.sched(rs.step)
 		if err := rs.opt.SetLR(lr); err != nil {
 			return res, err
@@ -229,7 +236,26 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 			opt.beforeStep(rs.step + 1)
 		}
 		t0 := time.Now()
-		sr, err := rs.task.step(ctx, scope, rs.rng)
+		b, wait, err := rs.fetch.next(ctx, rs.step, rs.step+1 >= cfg.Steps)
+		if err == nil && ctx.Err() != nil {
+			// Interrupted while waiting for the images: apply nothing and undo this step's draws.
+			err = rs.fetch.rewind(b)
+			res.Interrupted = true
+			if err != nil {
+				return res, err
+			}
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				// next has already undone this step's draws.
+				res.Interrupted = true
+				break
+			}
+			return res, fmt.Errorf("step %d: loading images: %w", rs.step+1, err)
+		}
+		sr, err := rs.task.step(scope, b.idx, b.xs)
+		sr.data += wait
 		scope.Reset()
 		if err != nil {
 			if errors.Is(err, errNonFinite) {
@@ -243,14 +269,6 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 					last = "none saved yet"
 				}
 				return res, fmt.Errorf("step %d: the loss is %v: stopping (lower --lr, or check the data); last good checkpoint: %s", rs.step+1, sr.loss, last)
-			}
-			if ctx.Err() != nil {
-				// Interrupted while loading: nothing was applied; undo the draws of this step.
-				if uerr := rs.pcg.UnmarshalBinary(snap); uerr != nil {
-					return res, uerr
-				}
-				res.Interrupted = true
-				break
 			}
 			return res, fmt.Errorf("step %d: %w", rs.step+1, err)
 		}
@@ -375,7 +393,7 @@ func (rs *runState) save(loss float64, vals map[string]float64, best bool) (stri
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: torch generator: %w", err)
 	}
-	grng, err := rs.pcg.MarshalBinary()
+	grng, err := rs.fetch.rngState()
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: Go generator: %w", err)
 	}
