@@ -3,7 +3,10 @@ package train
 import (
 	"context"
 	"math/rand/v2"
+	"runtime"
 	"time"
+
+	"protoherb/torch"
 )
 
 // batch is one step's input: the sample positions and augmentation seed drawn for it, and, once
@@ -21,21 +24,33 @@ type batch struct {
 	err  error
 }
 
-// prefetcher loads the next step's images in the background while the current step computes, so
-// images decoded from files (herbarium sheets) cost the step only what the overlap does not hide.
-// A batch is drawn from the run's generator in step order, exactly as without prefetching, so runs
-// stay deterministic and resume exactly: checkpoints store the generator's state before the
-// prefetched draw (boundary).
+// prefetcher draws each step's batch and loads its images. With ahead set it loads the next step's
+// images in the background while the current step computes, so images decoded from files
+// (herbarium sheets) cost the step only what the overlap does not hide. A batch is drawn from the
+// run's generator in step order, exactly as without prefetching, so runs stay deterministic and
+// resume exactly: checkpoints store the generator's state before the prefetched draw.
 type prefetcher struct {
 	rs      *runState
 	src     Images
 	plan    func(r *rand.Rand, step int) ([]int, uint64)
+	ahead   bool
 	pending *batch
 	cancel  context.CancelFunc
 }
 
-func newPrefetcher(rs *runState, src Images, plan func(r *rand.Rand, step int) ([]int, uint64)) *prefetcher {
-	return &prefetcher{rs: rs, src: src, plan: plan}
+func newPrefetcher(rs *runState, src Images, plan func(r *rand.Rand, step int) ([]int, uint64), ahead bool) *prefetcher {
+	return &prefetcher{rs: rs, src: src, plan: plan, ahead: ahead}
+}
+
+// loadsAhead reports whether loading the next batch in the background pays: the source decodes
+// files, and the decoding does not take the cores the step's libtorch threads compute on (a GPU
+// computes, or there are cores to spare). On 2 cores with 2 libtorch threads, decoding alongside the
+// step slowed it by 5% more than it hid (docs/benchmarks.md, "Training input").
+func loadsAhead(src Images, dev torch.Device) bool {
+	if _, inMemory := src.(*memImages); inMemory {
+		return false
+	}
+	return dev != torch.CPU || runtime.NumCPU() > torch.NumThreads()
 }
 
 // draw plans the batch of step from the run's generator, recording the generator's state first.
@@ -59,7 +74,7 @@ func (p *prefetcher) start(ctx context.Context, b *batch) {
 }
 
 // next returns the loaded batch of step, taking the prefetched one when it is for that step, and
-// starts loading the batch of step+1 when last is false. The wait is the time spent waiting for
+// (ahead) starts loading the batch of step+1 when last is false. The wait is the time spent waiting for
 // the images.
 func (p *prefetcher) next(ctx context.Context, step int, last bool) (b *batch, wait time.Duration, err error) {
 	t0 := time.Now()
@@ -80,7 +95,7 @@ func (p *prefetcher) next(ctx context.Context, step int, last bool) (b *batch, w
 		p.rewind(b)
 		return b, wait, b.err
 	}
-	if !last {
+	if p.ahead && !last {
 		nb, err := p.draw(step + 1)
 		if err != nil {
 			return b, wait, err

@@ -41,7 +41,7 @@ func TestPrefetchLoadsTheNextStepWhileThisOneRuns(t *testing.T) {
 	pcg := rand.NewPCG(7, 7)
 	rs := &runState{pcg: pcg, rng: rand.New(pcg)}
 	src := &recordingImages{started: make(chan []int, 4)}
-	p := newPrefetcher(rs, src, planOf)
+	p := newPrefetcher(rs, src, planOf, true)
 	defer p.stop()
 
 	// The draws a run without prefetching makes, step after step, and the generator's state before
@@ -117,7 +117,7 @@ func TestPrefetchStopCancelsAPendingLoad(t *testing.T) {
 	pcg := rand.NewPCG(1, 2)
 	rs := &runState{pcg: pcg, rng: rand.New(pcg)}
 	src := &recordingImages{started: make(chan []int, 4), release: make(chan struct{})}
-	p := newPrefetcher(rs, src, planOf)
+	p := newPrefetcher(rs, src, planOf, true)
 	go func() { <-src.started; src.release <- struct{}{} }() // step 0 loads; step 1 then blocks
 	if _, _, err := p.next(context.Background(), 0, false); err != nil {
 		t.Fatal(err)

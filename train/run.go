@@ -32,6 +32,9 @@ type Options struct {
 	AfterStep func(step int, loss float64)
 	// beforeStep is a test hook called before a step starts (with the number of the step it takes).
 	beforeStep func(step int)
+	// loadAhead, when set, decides instead of loadsAhead whether the next batch loads in the
+	// background (a test hook).
+	loadAhead *bool
 }
 
 // Result summarises a run that ended (finished, or interrupted and checkpointed).
@@ -159,7 +162,11 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rs.fetch = newPrefetcher(rs, rs.task.source(), rs.task.plan)
+	ahead := loadsAhead(rs.task.source(), rs.dev)
+	if opt.loadAhead != nil {
+		ahead = *opt.loadAhead
+	}
+	rs.fetch = newPrefetcher(rs, rs.task.source(), rs.task.plan, ahead)
 	if rs.metric == nil {
 		rs.metric = &Metric{Distance: "euclidean"}
 	}

@@ -192,17 +192,28 @@ func TestResumeIsExact(t *testing.T) {
 		name string
 		mode string
 		edit func(*Config)
+		done int // steps done when the run is cut (checkpoints every 4 steps)
 	}{
-		{"episodic in memory", ModeEpisodic, func(c *Config) {}},
+		{"episodic in memory", ModeEpisodic, func(c *Config) {}, 6},
 		{"pretrain from files with augmentation", ModePretrain, func(c *Config) {
 			c.Augment, c.Sampling, c.Optimizer, c.InMemory = true, "plain", "adamw", "false"
-		}},
+		}, 6},
+		// Cut right after a periodic checkpoint, taken while the next batch was pending.
+		{"episodic from files, the cut run loading ahead", ModeEpisodic, func(c *Config) {
+			c.Augment, c.InMemory = true, "false"
+		}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tinyConfig(tc.mode, data, filepath.Join(t.TempDir(), "full"))
 			tc.edit(&cfg)
 			cfg.Steps, cfg.SaveEvery, cfg.EvalEvery = 16, 4, 4
-			full, err := Run(context.Background(), cfg, quiet)
+			ahead := strings.Contains(tc.name, "loading ahead")
+			fo := quiet
+			if ahead {
+				sync := false
+				fo.loadAhead = &sync
+			}
+			full, err := Run(context.Background(), cfg, fo)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -210,8 +221,14 @@ func TestResumeIsExact(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			o := quiet
+			if ahead {
+				// The uninterrupted run loaded synchronously: the same losses show that loading
+				// ahead draws the same batches, and resuming shows checkpoints hold the right
+				// generator state while a batch is pending.
+				o.loadAhead = &ahead
+			}
 			o.beforeStep = func(step int) {
-				if step == 7 {
+				if step == tc.done+1 {
 					cancel()
 				}
 			}
@@ -219,29 +236,30 @@ func TestResumeIsExact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !part.Interrupted || part.Step != 6 {
-				t.Fatalf("interrupted run: step %d interrupted %v, want step 6", part.Step, part.Interrupted)
+			if !part.Interrupted || part.Step != tc.done {
+				t.Fatalf("interrupted run: step %d interrupted %v, want step %d", part.Step, part.Interrupted, tc.done)
 			}
 			ck, path, err := checkpoint.LoadLatest(cfg.RunDir)
 			if err != nil {
 				t.Fatalf("the interrupted run left no loadable checkpoint: %v", err)
 			}
 			ck.Free()
-			if filepath.Base(path) != checkpoint.Name(6) {
-				t.Fatalf("newest checkpoint %s, want step 6", path)
+			if filepath.Base(path) != checkpoint.Name(tc.done) {
+				t.Fatalf("newest checkpoint %s, want step %d", path, tc.done)
 			}
-			o2 := quiet
+			o2 := o
+			o2.beforeStep = nil
 			o2.Resume = true
 			rest, err := Run(context.Background(), cfg, o2)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(rest.Losses) != 10 {
-				t.Fatalf("resumed run took %d steps, want 10", len(rest.Losses))
+			if len(rest.Losses) != 16-tc.done {
+				t.Fatalf("resumed run took %d steps, want %d", len(rest.Losses), 16-tc.done)
 			}
 			for i, l := range rest.Losses {
-				if l != full.Losses[6+i] {
-					t.Errorf("step %d: resumed loss %.9g, uninterrupted %.9g", 7+i, l, full.Losses[6+i])
+				if l != full.Losses[tc.done+i] {
+					t.Errorf("step %d: resumed loss %.9g, uninterrupted %.9g", tc.done+1+i, l, full.Losses[tc.done+i])
 				}
 			}
 			recs, err := metrics.ReadFile(filepath.Join(cfg.RunDir, "metrics.jsonl"))
