@@ -91,7 +91,7 @@ type runState struct {
 	rng    *rand.Rand
 	step   int
 	task   task
-	// fetch draws and loads the steps' batches, one step ahead of the step that computes.
+	// fetch draws and loads the steps' batches (one step ahead where that pays: loadsAhead).
 	fetch *prefetcher
 }
 
