@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"runtime"
 	"time"
@@ -92,8 +93,7 @@ func (p *prefetcher) next(ctx context.Context, step int, last bool) (b *batch, w
 	<-b.done
 	wait = time.Since(t0)
 	if b.err != nil {
-		p.rewind(b)
-		return b, wait, b.err
+		return b, wait, errors.Join(b.err, p.rewind(b))
 	}
 	if p.ahead && !last {
 		nb, err := p.draw(step + 1)
