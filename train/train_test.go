@@ -189,29 +189,29 @@ func TestPretrainLossFallsAndInitsTrain(t *testing.T) {
 func TestResumeIsExact(t *testing.T) {
 	data := writeFolder(t, 6, 8, 16, stripes(16))
 	for _, tc := range []struct {
-		name string
-		mode string
-		edit func(*Config)
-		done int // steps done when the run is cut (checkpoints every 4 steps)
+		name  string
+		mode  string
+		edit  func(*Config)
+		done  int  // steps done when the run is cut (checkpoints every 4 steps)
+		ahead bool // the cut run loads ahead, the uninterrupted one synchronously
 	}{
-		{"episodic in memory", ModeEpisodic, func(c *Config) {}, 6},
+		{"episodic in memory", ModeEpisodic, func(c *Config) {}, 6, false},
 		{"pretrain from files with augmentation", ModePretrain, func(c *Config) {
 			c.Augment, c.Sampling, c.Optimizer, c.InMemory = true, "plain", "adamw", "false"
-		}, 6},
+		}, 6, false},
 		// Cut right after a periodic checkpoint, taken while the next batch was pending.
 		{"episodic from files, the cut run loading ahead", ModeEpisodic, func(c *Config) {
 			c.Augment, c.InMemory = true, "false"
-		}, 8},
+		}, 8, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tinyConfig(tc.mode, data, filepath.Join(t.TempDir(), "full"))
 			tc.edit(&cfg)
 			cfg.Steps, cfg.SaveEvery, cfg.EvalEvery = 16, 4, 4
-			ahead := strings.Contains(tc.name, "loading ahead")
 			fo := quiet
-			if ahead {
-				sync := false
-				fo.loadAhead = &sync
+			if tc.ahead {
+				synchronous := false
+				fo.loadAhead = &synchronous
 			}
 			full, err := Run(context.Background(), cfg, fo)
 			if err != nil {
@@ -221,11 +221,11 @@ func TestResumeIsExact(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			o := quiet
-			if ahead {
+			if tc.ahead {
 				// The uninterrupted run loaded synchronously: the same losses show that loading
 				// ahead draws the same batches, and resuming shows checkpoints hold the right
 				// generator state while a batch is pending.
-				o.loadAhead = &ahead
+				o.loadAhead = &tc.ahead
 			}
 			o.beforeStep = func(step int) {
 				if step == tc.done+1 {
