@@ -1,14 +1,23 @@
 package demo
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"protoherb/dataset"
 	"protoherb/eval"
+	"protoherb/infer"
 	"protoherb/proto"
+	"protoherb/serve"
 )
 
 // A tiny demo runs every stage end to end and beats the random baseline.
@@ -61,5 +70,65 @@ func TestTinyDemoEndToEnd(t *testing.T) {
 	}
 	if store.Len() != 16 {
 		t.Fatalf("prototype store has %d classes, want 16", store.Len())
+	}
+	checkServeMatchesSubmission(t, res)
+}
+
+// checkServeMatchesSubmission serves the demo's model and prototype file as the report suggests
+// (no build flags) and checks that /v1/identify gives every test image the top-1 of the
+// trained-robust submission: the server applies the build recorded in the file.
+func checkServeMatchesSubmission(t *testing.T, res *Result) {
+	t.Helper()
+	var dir string
+	for _, m := range res.Methods {
+		if m.Name == "trained-robust" {
+			dir = m.Dir
+		}
+	}
+	sub, err := eval.ReadLabelsFile(filepath.Join(dir, "submission.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[int64]int, len(sub.IDs))
+	for i, id := range sub.IDs {
+		want[id] = sub.Class[i]
+	}
+	s, closeAll, err := serve.Open(serve.Files{Model: res.TrainRun, Prototypes: res.Prototypes},
+		infer.ModelSpec{ChannelsLast: true}, serve.Config{Temperature: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	test, err := dataset.Open(res.Data, dataset.Options{Split: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wrong int
+	for _, smp := range test.Samples {
+		b, err := os.ReadFile(smp.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Post(ts.URL+"/v1/identify?k=1", "image/jpeg", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out serve.IdentifyResponse
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || len(out.Species) == 0 {
+			t.Fatalf("identify %s: status %d, %v", smp.Path, resp.StatusCode, err)
+		}
+		if got := out.Species[0].ID; got != int64(want[smp.ID]) {
+			wrong++
+			if wrong <= 3 {
+				t.Errorf("test image %d: served top-1 %d, trained-robust submission %d", smp.ID, got, want[smp.ID])
+			}
+		}
+	}
+	if wrong > 0 {
+		t.Fatalf("%d of %d test images: the server's top-1 differs from the trained-robust submission", wrong, len(test.Samples))
 	}
 }

@@ -3,6 +3,8 @@ package infer
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
+	"strings"
 
 	"protoherb/dataset"
 	"protoherb/imageio"
@@ -30,6 +32,28 @@ func ProtoClasses(cs []dataset.Class) []proto.Class {
 	return out
 }
 
+// RelativePaths returns the dataset's folder (absolute) and the paths of the samples idx relative
+// to it, with forward slashes (an image outside the folder keeps its absolute path), for every
+// dataset format: what `serve --index` needs to show a specimen.
+func RelativePaths(d *dataset.Dataset, idx []int) (string, []string) {
+	root, err := filepath.Abs(d.Root)
+	if err != nil {
+		root = d.Root
+	}
+	paths := make([]string, len(idx))
+	for r, i := range idx {
+		p := d.Samples[i].Path
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs
+		}
+		if rel, err := filepath.Rel(root, p); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			p = rel
+		}
+		paths[r] = filepath.ToSlash(p)
+	}
+	return root, paths
+}
+
 // EmbedDataset embeds a dataset (or one shard of it) in metadata order. Images that cannot be read
 // keep their row (zeros) and are listed in Failed, unless the loader's policy is to fail.
 func EmbedDataset(ctx context.Context, e *ModelEmbedder, d *dataset.Dataset, o DatasetOptions) (*proto.Embeddings, error) {
@@ -41,6 +65,7 @@ func EmbedDataset(ctx context.Context, e *ModelEmbedder, d *dataset.Dataset, o D
 	dim := e.Dim()
 	out := &proto.Embeddings{Dim: dim, Model: o.Fingerprint, Split: d.Split, Classes: ProtoClasses(d.Classes),
 		IDs: make([]int64, len(idx)), Labels: make([]int64, len(idx)), Vectors: make([]float32, len(idx)*dim)}
+	out.Root, out.Paths = RelativePaths(d, idx)
 	for r, i := range idx {
 		s := d.Samples[i]
 		out.IDs[r], out.Labels[r] = s.ID, -1

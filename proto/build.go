@@ -25,6 +25,19 @@ type Build struct {
 	Normalize bool
 }
 
+// BuildEdit changes the Build recorded in a prototype file, e.g. with the options a user set on
+// the command line (a nil BuildEdit keeps the recorded Build). Every user of a prototype file
+// starts from the recorded Build, so `prototypes --shrink ...` once is enough for predict and serve.
+type BuildEdit func(recorded Build) (Build, error)
+
+// Apply returns the Build to use for a file that records b.
+func (e BuildEdit) Apply(b Build) (Build, error) {
+	if e == nil {
+		return b, nil
+	}
+	return e(b)
+}
+
 // Prototypes are the vectors a search runs against, with the transform queries need to live in the
 // same space.
 type Prototypes struct {

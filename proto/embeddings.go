@@ -29,7 +29,9 @@ const EmbeddingsFormat = "protoherb.embeddings/1"
 //
 // File (safetensors): embeddings [N, D] F32, ids [N] I64, labels [N] I64 (class id, -1 unknown);
 // metadata: format, dim, model (fingerprint), split, failed (JSON list of the image ids that could
-// not be read, in no row), classes (JSON list of {id, name, genus, family}: the dataset's classes).
+// not be read, in no row), classes (JSON list of {id, name, genus, family}: the dataset's classes),
+// root (the dataset's folder when embedded) and paths (JSON list of N image paths, relative to root
+// with forward slashes, absolute for an image outside it; absent in files of older versions).
 type Embeddings struct {
 	Dim     int
 	Model   string
@@ -39,6 +41,9 @@ type Embeddings struct {
 	Vectors []float32
 	Failed  []int64
 	Classes []Class
+	// Root is the dataset's folder; Paths the images of the rows (nil when unknown).
+	Root  string
+	Paths []string
 }
 
 // Len returns the number of embedded images.
@@ -47,8 +52,8 @@ func (e *Embeddings) Len() int { return len(e.IDs) }
 // Save writes the embeddings atomically.
 func (e *Embeddings) Save(path string) error {
 	n := int64(len(e.IDs))
-	if len(e.Labels) != len(e.IDs) || len(e.Vectors) != len(e.IDs)*e.Dim {
-		return fmt.Errorf("%s: %d ids, %d labels and %d values of dimension %d do not agree", path, n, len(e.Labels), len(e.Vectors), e.Dim)
+	if len(e.Labels) != len(e.IDs) || len(e.Vectors) != len(e.IDs)*e.Dim || (e.Paths != nil && len(e.Paths) != len(e.IDs)) {
+		return fmt.Errorf("%s: %d ids, %d labels, %d paths and %d values of dimension %d do not agree", path, n, len(e.Labels), len(e.Paths), len(e.Vectors), e.Dim)
 	}
 	failed, _ := json.Marshal(nonNil(e.Failed))
 	classes, err := json.Marshal(nonNil(e.Classes))
@@ -61,10 +66,15 @@ func (e *Embeddings) Save(path string) error {
 		{Name: "labels", T: torch.FromInt64(nil, e.Labels, n)},
 	}
 	defer nn.FreeParams(ps)
-	return nn.SaveSafetensors(path, ps, map[string]string{
+	meta := map[string]string{
 		"format": EmbeddingsFormat, "dim": strconv.Itoa(e.Dim), "model": e.Model, "split": e.Split,
-		"failed": string(failed), "classes": string(classes),
-	})
+		"failed": string(failed), "classes": string(classes), "root": e.Root,
+	}
+	if e.Paths != nil {
+		b, _ := json.Marshal(e.Paths)
+		meta["paths"] = string(b)
+	}
+	return nn.SaveSafetensors(path, ps, meta)
 }
 
 func nonNil[T any](xs []T) []T {
@@ -113,9 +123,13 @@ func LoadEmbeddings(path string) (*Embeddings, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Embeddings{Dim: dim, Model: model, Split: meta["split"]}
-	if err := errors.Join(unmarshalIf(meta["failed"], &e.Failed), unmarshalIf(meta["classes"], &e.Classes)); err != nil {
+	e := &Embeddings{Dim: dim, Model: model, Split: meta["split"], Root: meta["root"]}
+	if err := errors.Join(unmarshalIf(meta["failed"], &e.Failed), unmarshalIf(meta["classes"], &e.Classes),
+		unmarshalIf(meta["paths"], &e.Paths)); err != nil {
 		return nil, fmt.Errorf("%s: metadata: %w", path, err)
+	}
+	if e.Paths != nil && int64(len(e.Paths)) != n {
+		return nil, fmt.Errorf("%s: metadata lists %d image paths for %d rows", path, len(e.Paths), n)
 	}
 	e.Vectors = make([]float32, n*int64(dim))
 	e.IDs, e.Labels = make([]int64, n), make([]int64, n)
@@ -215,7 +229,11 @@ func ConcatEmbeddings(parts ...*Embeddings) (*Embeddings, error) {
 	if len(parts) == 0 {
 		return nil, errors.New("proto: no embeddings")
 	}
-	out := &Embeddings{Dim: parts[0].Dim, Model: parts[0].Model, Split: parts[0].Split, Classes: parts[0].Classes}
+	out := &Embeddings{Dim: parts[0].Dim, Model: parts[0].Model, Split: parts[0].Split, Classes: parts[0].Classes, Root: parts[0].Root}
+	withPaths := true
+	for _, p := range parts {
+		withPaths = withPaths && p.Paths != nil && p.Root == out.Root
+	}
 	seen := map[int64]bool{}
 	for i, p := range parts {
 		if p.Dim != out.Dim || p.Model != out.Model {
@@ -234,6 +252,9 @@ func ConcatEmbeddings(parts ...*Embeddings) (*Embeddings, error) {
 		out.Labels = append(out.Labels, p.Labels...)
 		out.Vectors = append(out.Vectors, p.Vectors...)
 		out.Failed = append(out.Failed, p.Failed...)
+		if withPaths {
+			out.Paths = append(out.Paths, p.Paths...)
+		}
 		if len(out.Classes) == 0 {
 			out.Classes = p.Classes
 		}

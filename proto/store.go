@@ -8,9 +8,12 @@
 package proto
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 )
 
 // Class is one species and its taxonomy.
@@ -183,6 +186,81 @@ func (s *Store) Add(c Class, embeddings []float32) error {
 		s.addRow(r, embeddings[i*s.dim:(i+1)*s.dim])
 	}
 	return nil
+}
+
+// AutoID asks Enrol to choose a class id: the id of the class with the name, else one more than
+// the largest.
+const AutoID int64 = -1
+
+// CleanName trims a species name and collapses its inner spacing.
+func CleanName(name string) string { return strings.Join(strings.Fields(name), " ") }
+
+// NameKey is a species name's identity: two names with the same key name the same species (case
+// and spacing do not matter). Every writer of a prototype file (the CLI, the server) matches names
+// by it.
+func NameKey(name string) string { return strings.ToLower(CleanName(name)) }
+
+// Lookup returns the class whose name has the same NameKey as name.
+func (s *Store) Lookup(name string) (Class, bool) {
+	k := NameKey(name)
+	for _, c := range s.classes {
+		if NameKey(c.Name) == k {
+			return c, true
+		}
+	}
+	return Class{}, false
+}
+
+// Enrol adds embeddings (rows of Dim values) to the species named c.Name, or creates it. An
+// existing species (same NameKey) keeps its id and recorded name; a genus or family that differs
+// from the recorded one (case aside) is an error, a missing one is filled in. A new species gets
+// c.ID, or with AutoID one more than the largest id. An explicit c.ID that another species holds,
+// or that differs from the existing species' id, is an error. On error nothing changed. It returns
+// the class as stored and whether it was created.
+func (s *Store) Enrol(c Class, embeddings []float32) (Class, bool, error) {
+	c.Name, c.Genus, c.Family = CleanName(c.Name), strings.TrimSpace(c.Genus), strings.TrimSpace(c.Family)
+	if c.Name == "" {
+		return Class{}, false, errors.New("proto: enrol: the species needs a name")
+	}
+	if len(embeddings) == 0 {
+		return Class{}, false, fmt.Errorf("proto: enrol %s: no embeddings", c.Name)
+	}
+	old, found := s.Lookup(c.Name)
+	switch {
+	case found:
+		if c.ID != AutoID && c.ID != old.ID {
+			return Class{}, false, fmt.Errorf("proto: enrol %s: the species has id %d, not %d", c.Name, old.ID, c.ID)
+		}
+		if c.Genus != "" && old.Genus != "" && !strings.EqualFold(c.Genus, old.Genus) {
+			return Class{}, false, fmt.Errorf("proto: enrol %s: genus %q differs from the recorded %q", c.Name, c.Genus, old.Genus)
+		}
+		if c.Family != "" && old.Family != "" && !strings.EqualFold(c.Family, old.Family) {
+			return Class{}, false, fmt.Errorf("proto: enrol %s: family %q differs from the recorded %q", c.Name, c.Family, old.Family)
+		}
+		c = Class{ID: old.ID, Name: old.Name, Genus: cmp.Or(old.Genus, c.Genus), Family: cmp.Or(old.Family, c.Family)}
+	case c.ID == AutoID:
+		c.ID = s.nextID()
+	case c.ID < 0:
+		return Class{}, false, fmt.Errorf("proto: enrol %s: class id %d is negative", c.Name, c.ID)
+	default:
+		if have, taken := s.Class(c.ID); taken {
+			return Class{}, false, fmt.Errorf("proto: enrol %s: id %d is species %q", c.Name, c.ID, have.Name)
+		}
+	}
+	if err := s.Add(c, embeddings); err != nil {
+		return Class{}, false, err
+	}
+	got, _ := s.Class(c.ID)
+	return got, !found, nil
+}
+
+// nextID is one more than the largest class id (0 for an empty store).
+func (s *Store) nextID() int64 {
+	var next int64
+	for _, c := range s.classes {
+		next = max(next, c.ID+1)
+	}
+	return next
 }
 
 // check validates n rows of embeddings.

@@ -141,9 +141,7 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 	if err != nil {
 		return nil, err
 	}
-	var all []float32
-	var labels []int64
-	var paths []string
+	index := &proto.Embeddings{Dim: emb.Dim(), Model: "demo", Split: "train", Root: d.ImagesRoot}
 	tf := emb.Transform()
 	for c := range o.Species {
 		if err := ctx.Err(); err != nil {
@@ -168,8 +166,9 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 			}
 			xs = append(xs, x...)
 			names = append(names, p)
-			paths = append(paths, rel)
-			labels = append(labels, int64(c))
+			index.IDs = append(index.IDs, int64(len(index.IDs)))
+			index.Paths = append(index.Paths, rel)
+			index.Labels = append(index.Labels, int64(c))
 		}
 		e, err := emb.Embed(xs, o.PerClass)
 		if err != nil {
@@ -179,11 +178,11 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, e...)
+		index.Vectors = append(index.Vectors, e...)
 		d.Images = append(d.Images, names)
 		d.Species = append(d.Species, got)
 	}
-	if err := WriteIndex(d.Index, all, emb.Dim(), labels, paths, nil); err != nil {
+	if err := index.Save(d.Index); err != nil {
 		return nil, err
 	}
 	return d, nil

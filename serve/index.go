@@ -2,32 +2,30 @@ package serve
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/jpeg"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
 	"protoherb/imageio"
-	"protoherb/nn"
-	"protoherb/torch"
+	"protoherb/proto"
 )
 
 // Index holds the embeddings of the training specimens, so that an identification can show the
-// specimens of the top species nearest to the query, with thumbnails.
-//
-// File layout (safetensors): "embeddings" F32 [N,D], "labels" I64 [N] (class ids, as in the
-// prototypes); metadata "paths", a JSON array of N image paths relative to the images root, and
-// optionally "image_ids", a JSON array of N ids (default: the row number).
+// specimens of the top species nearest to the query, with thumbnails. Its file is what `protoherb
+// embed` writes (package proto's embeddings file): rows with their image ids, class ids and image
+// paths relative to the dataset's folder.
 type Index struct {
 	dim     int
 	emb     []float32
 	labels  []int64
 	paths   []string
-	ids     []string
+	ids     []int64
 	byClass map[int64][]int
 	root    string
 
@@ -43,71 +41,33 @@ type Specimen struct {
 	Thumb    string  `json:"thumbnail_url"`
 }
 
-// WriteIndex writes an index file (atomically).
-func WriteIndex(path string, emb []float32, dim int, labels []int64, paths, ids []string) error {
-	n := len(labels)
-	if len(emb) != n*dim || len(paths) != n || (ids != nil && len(ids) != n) {
-		return fmt.Errorf("index %s: %d values, %d labels, %d paths, %d ids for dim %d", path, len(emb), n, len(paths), len(ids), dim)
-	}
-	meta := map[string]string{}
-	b, _ := json.Marshal(paths)
-	meta["paths"] = string(b)
-	if ids != nil {
-		b, _ = json.Marshal(ids)
-		meta["image_ids"] = string(b)
-	}
-	sc := torch.NewScope()
-	defer sc.Close()
-	return nn.SaveSafetensors(path, []nn.Param{
-		{Name: "embeddings", T: torch.FromFloat32(sc, emb, int64(n), int64(dim))},
-		{Name: "labels", T: torch.FromInt64(sc, labels, int64(n))},
-	}, meta)
-}
-
-// OpenIndex reads an index file; images are looked up under root.
+// OpenIndex reads an embeddings file written by `protoherb embed`; images are looked up under
+// root, or when root is "" under the dataset folder recorded in the file, else the file's folder.
+// Rows of images that could not be read, or without a class, are left out.
 func OpenIndex(path, root string) (*Index, error) {
-	ps, meta, err := nn.ReadSafetensors(path)
+	e, err := proto.LoadEmbeddings(path)
 	if err != nil {
 		return nil, fmt.Errorf("index: %w", err)
 	}
-	defer nn.FreeParams(ps)
-	var et, lt *torch.Tensor
-	for _, p := range ps {
-		switch p.Name {
-		case "embeddings":
-			et = p.T
-		case "labels":
-			lt = p.T
+	if e.Paths == nil {
+		return nil, fmt.Errorf("index %s: no image paths in the file (written by an older protoherb embed: embed again)", path)
+	}
+	if root == "" {
+		root = filepath.Dir(path)
+		if st, err := os.Stat(e.Root); err == nil && st.IsDir() {
+			root = e.Root
 		}
 	}
-	if et == nil || lt == nil {
-		return nil, fmt.Errorf("%s: want tensors embeddings [N,D] and labels [N]", path)
-	}
-	sh := et.Shape()
-	if len(sh) != 2 {
-		return nil, fmt.Errorf("%s: embeddings have shape %v, want [N, D]", path, sh)
-	}
-	x := &Index{dim: int(sh[1]), root: root, byClass: map[int64][]int{}, thumbs: map[int][]byte{}}
-	if x.emb, err = et.ToDType(torch.Float32).Float32s(); err != nil {
-		return nil, fmt.Errorf("%s: embeddings: %w", path, err)
-	}
-	if x.labels, err = lt.ToDType(torch.Int64).Int64s(); err != nil {
-		return nil, fmt.Errorf("%s: labels: %w", path, err)
-	}
-	n := int(sh[0])
-	if len(x.labels) != n {
-		return nil, fmt.Errorf("%s: %d embeddings but %d labels", path, n, len(x.labels))
-	}
-	if err := json.Unmarshal([]byte(meta["paths"]), &x.paths); err != nil || len(x.paths) != n {
-		return nil, fmt.Errorf("%s: metadata paths must list %d image paths (%v)", path, n, err)
-	}
-	if s := meta["image_ids"]; s != "" {
-		if err := json.Unmarshal([]byte(s), &x.ids); err != nil || len(x.ids) != n {
-			return nil, fmt.Errorf("%s: metadata image_ids must list %d ids (%v)", path, n, err)
-		}
+	x := &Index{dim: e.Dim, emb: e.Vectors, labels: e.Labels, paths: e.Paths, ids: e.IDs, root: root,
+		byClass: map[int64][]int{}, thumbs: map[int][]byte{}}
+	failed := make(map[int64]bool, len(e.Failed))
+	for _, id := range e.Failed {
+		failed[id] = true
 	}
 	for i, l := range x.labels {
-		x.byClass[l] = append(x.byClass[l], i)
+		if l >= 0 && !failed[x.ids[i]] {
+			x.byClass[l] = append(x.byClass[l], i)
+		}
 	}
 	return x, nil
 }
@@ -118,12 +78,7 @@ func (x *Index) Len() int { return len(x.labels) }
 // Dim is the embedding size.
 func (x *Index) Dim() int { return x.dim }
 
-func (x *Index) id(row int) string {
-	if x.ids != nil {
-		return x.ids[row]
-	}
-	return fmt.Sprint(row)
-}
+func (x *Index) id(row int) string { return strconv.FormatInt(x.ids[row], 10) }
 
 // Nearest returns the n specimens of class c nearest to q (squared L2), nearest first.
 func (x *Index) Nearest(q []float32, c int64, n int) []Specimen {
@@ -163,11 +118,13 @@ func (x *Index) Thumbnail(row int) ([]byte, error) {
 	if ok {
 		return b, nil
 	}
-	rel := filepath.Clean(filepath.FromSlash(x.paths[row]))
-	if filepath.IsAbs(rel) || strings.HasPrefix(rel, "..") {
-		return nil, fmt.Errorf("specimen %d: path %q leaves the images root", row, x.paths[row])
+	p := filepath.Clean(filepath.FromSlash(x.paths[row]))
+	if !filepath.IsAbs(p) {
+		if p == ".." || strings.HasPrefix(p, ".."+string(filepath.Separator)) {
+			return nil, fmt.Errorf("specimen %d: path %q leaves the images root", row, x.paths[row])
+		}
+		p = filepath.Join(x.root, p)
 	}
-	p := filepath.Join(x.root, rel)
 	m, err := imageio.DecodeFile(p, imageio.DecodeOptions{MinW: thumbSide / 2, MinH: thumbSide / 2})
 	if err != nil {
 		return nil, err

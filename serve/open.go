@@ -16,8 +16,9 @@ import (
 type Files struct {
 	Model      string // checkpoint folder, run folder or .safetensors (infer.LoadModel)
 	Prototypes string // proto store file (protoherb prototypes); started empty when missing
-	// Build makes the prototypes from the store's sums (as `protoherb prototypes` options).
-	Build      proto.Build
+	// Build changes the Build recorded in the prototype file (the options of `protoherb
+	// prototypes`); nil serves the prototypes as recorded.
+	Build      proto.BuildEdit
 	Index      string // optional specimen index (embeddings of the training set)
 	ImagesRoot string // where the index's image paths are
 	TokenFile  string // optional bearer token for the write endpoints
@@ -34,7 +35,11 @@ func Open(f Files, spec infer.ModelSpec, cfg Config) (*Server, func(), error) {
 	var store *ProtoStore
 	if _, err := os.Stat(f.Prototypes); errors.Is(err, fs.ErrNotExist) {
 		// Written at the first enrolment (an empty file has nothing to keep).
-		if store, err = NewProtoStore(f.Prototypes, emb.Dim(), filepath.Base(filepath.Clean(f.Model)), proto.Options{}, f.Build); err != nil {
+		b, err := f.Build.Apply(proto.Build{})
+		if err != nil {
+			return fail(err)
+		}
+		if store, err = NewProtoStore(f.Prototypes, emb.Dim(), filepath.Base(filepath.Clean(f.Model)), proto.Options{}, b); err != nil {
 			return fail(err)
 		}
 		if cfg.Logger != nil {

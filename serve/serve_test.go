@@ -82,7 +82,7 @@ func start(t *testing.T, protos string, mod func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenProtoStore(protos, proto.Build{})
+	store, err := OpenProtoStore(protos, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -579,7 +579,7 @@ func TestBenchLosesNoEnrolment(t *testing.T) {
 		}
 	}
 	// The original prototype file is untouched: the bench enrols into a copy.
-	s, err := OpenProtoStore(d.Prototypes, proto.Build{})
+	s, err := OpenProtoStore(d.Prototypes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

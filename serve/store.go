@@ -1,10 +1,8 @@
 package serve
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 
 	"protoherb/proto"
@@ -50,11 +48,16 @@ type ProtoStore struct {
 	p     *proto.Prototypes // nil while no class has a specimen
 }
 
-// OpenProtoStore reads a prototype file and builds its prototypes with b.
-func OpenProtoStore(path string, b proto.Build) (*ProtoStore, error) {
+// OpenProtoStore reads a prototype file and builds its prototypes with the Build recorded in it,
+// changed by edit (nil: as recorded).
+func OpenProtoStore(path string, edit proto.BuildEdit) (*ProtoStore, error) {
 	st, err := proto.Load(path)
 	if err != nil {
 		return nil, fmt.Errorf("prototypes: %w", err)
+	}
+	b, err := edit.Apply(st.DefaultBuild())
+	if err != nil {
+		return nil, err
 	}
 	s := &ProtoStore{path: path, build: b, st: st}
 	if st.Total() > 0 {
@@ -66,7 +69,8 @@ func OpenProtoStore(path string, b proto.Build) (*ProtoStore, error) {
 }
 
 // NewProtoStore starts an empty store of dim-dimensional embeddings that will be written to path
-// (which must not exist) at the first enrolment. model is the fingerprint recorded in the file.
+// (which must not exist) at the first enrolment, recording b. model is the fingerprint recorded in
+// the file.
 func NewProtoStore(path string, dim int, model string, opt proto.Options, b proto.Build) (*ProtoStore, error) {
 	if _, err := os.Stat(path); err == nil {
 		return nil, fmt.Errorf("%s already exists", path)
@@ -75,10 +79,9 @@ func NewProtoStore(path string, dim int, model string, opt proto.Options, b prot
 	if err != nil {
 		return nil, err
 	}
+	st.SetDefaultBuild(b)
 	return &ProtoStore{path: path, build: b, st: st}, nil
 }
-
-func key(name string) string { return strings.ToLower(strings.Join(strings.Fields(name), " ")) }
 
 // Path returns the file the store persists to.
 func (s *ProtoStore) Path() string { return s.path }
@@ -124,59 +127,27 @@ func (s *ProtoStore) Transform(q []float32) error {
 // Enrol adds specimens to a class (created when new) and persists the store atomically. The
 // change is made on a copy of the sums, saved, and only then swapped in.
 func (s *ProtoStore) Enrol(in Species, emb []float32, n int) (Species, error) {
-	name := strings.Join(strings.Fields(in.Name), " ")
-	if name == "" {
-		return Species{}, errors.New("enrol: the species needs a name")
-	}
 	d := s.st.Dim()
 	if n <= 0 || len(emb) != n*d {
-		return Species{}, fmt.Errorf("enrol %s: %d values for %d embeddings of %d", name, len(emb), n, d)
+		return Species{}, fmt.Errorf("enrol %s: %d values for %d embeddings of %d", in.Name, len(emb), n, d)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := proto.Class{Name: name, Genus: strings.TrimSpace(in.Genus), Family: strings.TrimSpace(in.Family)}
-	found := false
-	var next int64
-	for _, x := range s.st.Classes() {
-		next = max(next, x.ID+1)
-		if found || key(x.Name) != key(name) {
-			continue
-		}
-		found = true
-		// Fill taxonomy that was missing; never silently change what is recorded.
-		if c.Genus != "" && x.Genus != "" && !strings.EqualFold(c.Genus, x.Genus) {
-			return Species{}, fmt.Errorf("enrol %s: genus %q differs from the recorded %q", name, c.Genus, x.Genus)
-		}
-		if c.Family != "" && x.Family != "" && !strings.EqualFold(c.Family, x.Family) {
-			return Species{}, fmt.Errorf("enrol %s: family %q differs from the recorded %q", name, c.Family, x.Family)
-		}
-		c.ID, c.Name = x.ID, x.Name
-		c.Genus, c.Family = orDefault(x.Genus, c.Genus), orDefault(x.Family, c.Family)
-	}
-	if !found {
-		c.ID = next
-	}
 	st, err := proto.Merge(s.st) // a copy: s.st stays as it is until the file is written
 	if err != nil {
 		return Species{}, err
 	}
-	if err := st.Add(c, emb); err != nil {
-		return Species{}, fmt.Errorf("enrol %s: %w", name, err)
+	c, _, err := st.Enrol(proto.Class{ID: proto.AutoID, Name: in.Name, Genus: in.Genus, Family: in.Family}, emb)
+	if err != nil {
+		return Species{}, err
 	}
 	p, err := st.Build(s.build)
 	if err != nil {
-		return Species{}, fmt.Errorf("enrol %s: %w", name, err)
+		return Species{}, fmt.Errorf("enrol %s: %w", c.Name, err)
 	}
 	if err := st.Save(s.path); err != nil {
-		return Species{}, fmt.Errorf("enrol %s: saving %s: %w", name, s.path, err)
+		return Species{}, fmt.Errorf("enrol %s: saving %s: %w", c.Name, s.path, err)
 	}
 	s.st, s.p = st, p
 	return Species{ID: c.ID, Name: c.Name, Genus: c.Genus, Family: c.Family, Count: st.Count(c.ID)}, nil
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

@@ -13,6 +13,7 @@ import (
 
 	"protoherb/nn"
 	"protoherb/proto"
+	"protoherb/serve"
 	"protoherb/torch"
 )
 
@@ -110,6 +111,14 @@ func TestEmbedPrototypesPredict(t *testing.T) {
 		if out, err := run(t, "embed", "--model", model, "--data", data, "--split", "train", "--shard", s, "--out", p, "--quiet"); err != nil {
 			t.Fatalf("embed shard: %v\n%s", err, out)
 		}
+		// serve --index reads what embed wrote: each row's image, relative to the dataset's folder.
+		x, err := serve.OpenIndex(p, "")
+		if err != nil {
+			t.Fatalf("serve --index %s: %v", p, err)
+		}
+		if _, err := x.Thumbnail(0); err != nil {
+			t.Errorf("index %s: thumbnail of row 0: %v", p, err)
+		}
 		ps := filepath.Join(dir, "p"+string(rune('0'+i))+".safetensors")
 		if out, err := run(t, "prototypes", "--from", p, "--out", ps); err != nil {
 			t.Fatalf("prototypes --from: %v\n%s", err, out)
@@ -141,6 +150,22 @@ func TestEmbedPrototypesPredict(t *testing.T) {
 	st2, _ := proto.Load(protos)
 	if c, ok := st2.Class(3); !ok || c.Name != "Carex nova" || st2.Count(3) != 1 {
 		t.Errorf("added class: %+v %v count %d", c, ok, st2.Count(3))
+	}
+	// The name matches as the server matches it (case and spacing aside): the images join class 3.
+	if out, err := run(t, "prototypes", "add", "--prototypes", protos, "--model", model, "--class", " carex  NOVA", img); err != nil {
+		t.Fatalf("add again: %v\n%s", err, out)
+	}
+	st3, _ := proto.Load(protos)
+	if c, _ := st3.Class(3); st3.Len() != 4 || st3.Count(3) != 2 || c.Name != "Carex nova" || c.Genus != "Carex" {
+		t.Errorf("adding to an existing species by another spelling: %d classes, class 3 %+v with %d images", st3.Len(), c, st3.Count(3))
+	}
+	// A conflicting taxonomy is refused, and the file is left as it was.
+	before, _ := os.ReadFile(protos)
+	if _, err := run(t, "prototypes", "add", "--prototypes", protos, "--model", model, "--class", "Carex nova", "--genus", "Betula", img); err == nil || !strings.Contains(err.Error(), "genus") {
+		t.Errorf("conflicting genus: error %v", err)
+	}
+	if after, _ := os.ReadFile(protos); !bytes.Equal(before, after) {
+		t.Errorf("a refused add changed %s", protos)
 	}
 }
 

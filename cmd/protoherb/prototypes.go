@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,6 +24,11 @@ func (b *buildFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&b.center, "center", false, "subtract the global mean embedding from prototypes and queries")
 	f.BoolVar(&b.normalize, "normalize", false, "scale prototypes and queries to unit length (cosine ranking)")
 	f.StringVar(&b.shrink, "shrink", "", "shrink classes toward their genus and family: genus=λ,family=μ, auto (empirical Bayes) or none")
+}
+
+// edit returns the change the flags the user set make to a recorded build.
+func (b *buildFlags) edit(f *pflag.FlagSet) proto.BuildEdit {
+	return func(base proto.Build) (proto.Build, error) { return b.apply(f, base) }
 }
 
 // apply overrides base with the flags the user set.
@@ -251,9 +255,9 @@ func newPrototypesAddCmd() *cobra.Command {
 			if fp != s.Model() {
 				return fmt.Errorf("%s: prototypes were made by model %s, --model is %s (pass --fingerprint to override)", path, s.Model(), fp)
 			}
-			c := proto.Class{ID: id, Name: name, Genus: genus, Family: family}
-			if !cmd.Flags().Changed("id") {
-				c.ID = classIDFor(s, name)
+			c := proto.Class{ID: proto.AutoID, Name: name, Genus: genus, Family: family}
+			if cmd.Flags().Changed("id") {
+				c.ID = id
 			}
 			lo, err := m.loaderOptions(emb)
 			if err != nil {
@@ -273,14 +277,14 @@ func newPrototypesAddCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			if err := s.Add(c, vec); err != nil {
-				return err
+			got, _, err := s.Enrol(c, vec)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
 			}
 			if err := s.Save(path); err != nil {
 				return err
 			}
-			got, _ := s.Class(c.ID)
-			fmt.Fprintf(cmd.OutOrStdout(), "class %d %q (%s, %s) now has %d images: %s\n", got.ID, got.Name, got.Genus, got.Family, s.Count(c.ID), path)
+			fmt.Fprintf(cmd.OutOrStdout(), "class %d %q (%s, %s) now has %d images: %s\n", got.ID, got.Name, got.Genus, got.Family, s.Count(got.ID), path)
 			return nil
 		},
 	}
@@ -288,21 +292,8 @@ func newPrototypesAddCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&path, "prototypes", "", "prototype file to update")
 	f.StringVar(&name, "class", "", "species name (an existing name adds images to that class)")
-	f.Int64Var(&id, "id", 0, "class id (default: the id of the class with this name, else one more than the largest)")
+	f.Int64Var(&id, "id", 0, "class id of a new species (default: one more than the largest); names match ignoring case and spacing, as the server's")
 	f.StringVar(&genus, "genus", "", "genus")
 	f.StringVar(&family, "family", "", "family")
 	return cmd
-}
-
-// classIDFor returns the id of the class named name, or a new id.
-func classIDFor(s *proto.Store, name string) int64 {
-	cs := s.Classes()
-	if i := slices.IndexFunc(cs, func(c proto.Class) bool { return c.Name == name }); i >= 0 {
-		return cs[i].ID
-	}
-	var maxID int64 = -1
-	for _, c := range cs {
-		maxID = max(maxID, c.ID)
-	}
-	return maxID + 1
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +16,7 @@ import (
 func newServeCmd() *cobra.Command {
 	var (
 		f                        serve.Files
+		b                        buildFlags
 		spec                     infer.ModelSpec
 		cfg                      serve.Config
 		addr, device, demo       string
@@ -52,9 +52,7 @@ to try the page without a trained model.`,
 			if f.Model == "" || f.Prototypes == "" {
 				return fmt.Errorf("serve: --model and --prototypes are required (or --demo DIR)")
 			}
-			if f.Index != "" && f.ImagesRoot == "" {
-				f.ImagesRoot = filepath.Dir(f.Index)
-			}
+			f.Build = b.edit(cmd.Flags())
 			cfg.MaxUploadBytes = int64(maxUploadMB) << 20
 			cfg.ReadTimeout, cfg.WriteTimeout = readTimeout, writeTimout
 			cfg.Logger = slog.Default()
@@ -74,13 +72,9 @@ to try the page without a trained model.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.Model, "model", "", "checkpoint folder, run folder (best, else latest) or weights .safetensors")
 	fl.StringVar(&f.Prototypes, "prototypes", "", "prototype store (protoherb prototypes); enrolments are saved to it atomically (created at the first one when missing)")
-	fl.BoolVar(&f.Build.Center, "center", false, "prototypes: subtract the global mean embedding (as protoherb prototypes --center)")
-	fl.BoolVar(&f.Build.Normalize, "normalize", false, "prototypes: unit length, so L2 ranks by cosine")
-	fl.Float64Var(&f.Build.ShrinkGenus, "shrink-genus", 0, "prototypes: shrink toward the genus mean with this weight λ")
-	fl.Float64Var(&f.Build.ShrinkFamily, "shrink-family", 0, "prototypes: shrink toward the family mean with this weight μ")
-	fl.BoolVar(&f.Build.AutoShrink, "auto-shrink", false, "prototypes: estimate λ and μ from the data")
+	b.register(fl) // override the build recorded in the prototype file, as in predict
 	fl.StringVar(&f.Index, "index", "", "embeddings of the training specimens (safetensors), for nearest specimens and thumbnails")
-	fl.StringVar(&f.ImagesRoot, "images-root", "", "folder the index's image paths are relative to (default: the index's folder)")
+	fl.StringVar(&f.ImagesRoot, "images-root", "", "folder the index's image paths are relative to (default: the dataset folder recorded by embed, else the index's folder)")
 	fl.StringVar(&f.TokenFile, "token-file", "", "file holding a bearer token required by POST /v1/species")
 	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	fl.StringVar(&demo, "demo", "", "serve a tiny generated demo built in this folder (when --model is not given)")
