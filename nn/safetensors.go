@@ -1,144 +1,56 @@
 package nn
 
 import (
-	"bytes"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"slices"
 	"sort"
 	"strings"
-	"unsafe"
 
-	"protoherb/atomicfile"
+	"protoherb/safetensors"
 	"protoherb/torch"
 )
 
-// The safetensors format (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
-// length N, N bytes of JSON mapping each tensor name to {"dtype","shape","data_offsets":[begin,end]}
-// (offsets relative to the data section) plus an optional "__metadata__" string→string map, then the
-// raw little-endian, row-major tensor data. Python reads our files with safetensors.torch.load_file.
+// Tensors are stored in the safetensors format through package safetensors; this file converts
+// between torch tensors and the format's dtypes and bytes.
 
-// maxHeader bounds the JSON header (the reference implementation uses 100 MB).
-const maxHeader = 100 << 20
-
-// stDType maps safetensors dtype names to torch dtypes. BF16 is libtorch's ScalarType 15.
-var stDType = map[string]torch.DType{
-	"F64": torch.Float64, "F32": torch.Float32, "F16": torch.Float16, "BF16": torch.DType(15),
-	"I64": torch.Int64, "I32": torch.Int32, "I16": torch.DType(2), "I8": torch.Int8, "U8": torch.Uint8,
-	"BOOL": torch.Bool,
+// stDType maps safetensors dtypes to torch dtypes. BF16 is libtorch's ScalarType 15, I16 its 2.
+var stDType = map[safetensors.DType]torch.DType{
+	safetensors.F64: torch.Float64, safetensors.F32: torch.Float32, safetensors.F16: torch.Float16,
+	safetensors.BF16: torch.DType(15), safetensors.I64: torch.Int64, safetensors.I32: torch.Int32,
+	safetensors.I16: torch.DType(2), safetensors.I8: torch.Int8, safetensors.U8: torch.Uint8, safetensors.Bool: torch.Bool,
 }
 
-func stName(d torch.DType) (string, int, bool) {
+func stName(d torch.DType) (safetensors.DType, bool) {
 	for k, v := range stDType {
 		if v == d {
-			return k, stSize(k), true
+			return k, true
 		}
 	}
-	return "", 0, false
-}
-
-func stSize(name string) int {
-	switch name {
-	case "F64", "I64":
-		return 8
-	case "F32", "I32":
-		return 4
-	case "F16", "BF16", "I16":
-		return 2
-	}
-	return 1
-}
-
-var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
-
-type stEntry struct {
-	DType   string   `json:"dtype"`
-	Shape   []int64  `json:"shape"`
-	Offsets [2]int64 `json:"data_offsets"`
+	return "", false
 }
 
 // SaveSafetensors writes ps (in order) with optional metadata to path, atomically: a reader never
 // sees a partial file. Tensors may live on any device; names must be unique.
 func SaveSafetensors(path string, ps []Param, meta map[string]string) error {
-	if !littleEndian {
-		return fmt.Errorf("%s: safetensors I/O needs a little-endian machine", path)
-	}
-	var hdr bytes.Buffer
-	hdr.WriteByte('{')
-	if len(meta) > 0 {
-		b, err := json.Marshal(meta)
-		if err != nil {
-			return fmt.Errorf("%s: metadata: %w", path, err)
-		}
-		hdr.WriteString(`"__metadata__":`)
-		hdr.Write(b)
-	}
-	seen := make(map[string]bool, len(ps))
-	var off int64
+	ts := make([]safetensors.Tensor, len(ps))
 	for i, p := range ps {
 		if err := p.T.Err(); err != nil {
 			return fmt.Errorf("%s: tensor %s: %w", path, p.Name, err)
 		}
-		if p.Name == "" || p.Name == "__metadata__" || seen[p.Name] {
-			return fmt.Errorf("%s: tensor %d has an empty, reserved or duplicate name %q", path, i, p.Name)
-		}
-		seen[p.Name] = true
-		dt, size, ok := stName(p.T.DType())
+		dt, ok := stName(p.T.DType())
 		if !ok {
 			return fmt.Errorf("%s: tensor %s: dtype %v has no safetensors name", path, p.Name, p.T.DType())
 		}
-		n := p.T.Numel() * int64(size)
-		shape := p.T.Shape()
-		if shape == nil {
-			shape = []int64{}
+		b, err := tensorBytes(p.T)
+		if err != nil {
+			return fmt.Errorf("%s: tensor %s: %w", path, p.Name, err)
 		}
-		e, _ := json.Marshal(stEntry{DType: dt, Shape: shape, Offsets: [2]int64{off, off + n}})
-		name, _ := json.Marshal(p.Name)
-		if hdr.Len() > 1 {
-			hdr.WriteByte(',')
-		}
-		hdr.Write(name)
-		hdr.WriteByte(':')
-		hdr.Write(e)
-		off += n
+		ts[i] = safetensors.Tensor{Name: p.Name, DType: dt, Shape: p.T.Shape(), Data: b}
 	}
-	hdr.WriteByte('}')
-	for hdr.Len()%8 != 0 { // align the data section, as the reference writer does
-		hdr.WriteByte(' ')
-	}
-	return atomicfile.WriteFile(path, func(w io.Writer) error {
-		var n [8]byte
-		binary.LittleEndian.PutUint64(n[:], uint64(hdr.Len()))
-		if _, err := w.Write(n[:]); err != nil {
-			return err
-		}
-		if _, err := w.Write(hdr.Bytes()); err != nil {
-			return err
-		}
-		for _, p := range ps {
-			b, err := tensorBytes(p.T)
-			if err != nil {
-				return fmt.Errorf("tensor %s: %w", p.Name, err)
-			}
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// asBytes reinterprets a slice's memory (little-endian host).
-func asBytes[T any](xs []T) []byte {
-	if len(xs) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&xs[0])), len(xs)*int(unsafe.Sizeof(xs[0])))
+	return safetensors.Write(path, ts, meta)
 }
 
 // tensorBytes returns t's raw little-endian row-major data.
@@ -146,13 +58,13 @@ func tensorBytes(t *torch.Tensor) ([]byte, error) {
 	switch d := t.DType(); d {
 	case torch.Float32:
 		v, err := t.Float32s()
-		return asBytes(v), err
+		return safetensors.Bytes(v), err
 	case torch.Float64:
 		v, err := t.Float64s()
-		return asBytes(v), err
+		return safetensors.Bytes(v), err
 	case torch.Int64:
 		v, err := t.Int64s()
-		return asBytes(v), err
+		return safetensors.Bytes(v), err
 	case torch.Uint8:
 		return t.Uint8s()
 	case torch.Bool:
@@ -211,13 +123,13 @@ func ReadSafetensors(path string) ([]Param, map[string]string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	entries, names, meta, body, err := parseSafetensors(data)
+	h, body, err := safetensors.Parse(data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: not a valid safetensors file: %w", path, err)
 	}
-	out := make([]Param, 0, len(names))
-	for _, name := range names {
-		e := entries[name]
+	out := make([]Param, 0, len(h.Names))
+	for _, name := range h.Names {
+		e := h.Tensors[name]
 		t := fromBytes(body[e.Offsets[0]:e.Offsets[1]], e.DType, e.Shape)
 		if err := t.Err(); err != nil {
 			FreeParams(out)
@@ -225,7 +137,7 @@ func ReadSafetensors(path string) ([]Param, map[string]string, error) {
 		}
 		out = append(out, Param{Name: name, T: t})
 	}
-	return out, meta, nil
+	return out, h.Meta, nil
 }
 
 // LoadSafetensors reads a safetensors file into new CPU tensors by name (owned by the caller: free
@@ -242,47 +154,6 @@ func LoadSafetensors(path string) (map[string]*torch.Tensor, map[string]string, 
 	return m, meta, nil
 }
 
-// ReadSafetensorsHeader returns a file's tensor names, dtypes and shapes without reading the data.
-func ReadSafetensorsHeader(path string) (map[string]TensorInfo, map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	var nb [8]byte
-	if _, err := io.ReadFull(f, nb[:]); err != nil {
-		return nil, nil, fmt.Errorf("%s: not a valid safetensors file: shorter than its 8-byte header length", path)
-	}
-	n := binary.LittleEndian.Uint64(nb[:])
-	if n > maxHeader || int64(n) > st.Size()-8 {
-		return nil, nil, fmt.Errorf("%s: not a valid safetensors file: header length %d exceeds the file (%d bytes)", path, n, st.Size())
-	}
-	buf := make([]byte, 8+n, 8+n)
-	copy(buf, nb[:])
-	if _, err := io.ReadFull(f, buf[8:]); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	entries, _, meta, err := parseHeader(buf[8:], st.Size()-8-int64(n))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: not a valid safetensors file: %w", path, err)
-	}
-	out := make(map[string]TensorInfo, len(entries))
-	for k, e := range entries {
-		out[k] = TensorInfo{DType: stDType[e.DType], Shape: e.Shape}
-	}
-	return out, meta, nil
-}
-
-// TensorInfo describes a stored tensor.
-type TensorInfo struct {
-	DType torch.DType
-	Shape []int64
-}
-
 // FreeTensors frees every tensor of a map returned by LoadSafetensors.
 func FreeTensors(m map[string]*torch.Tensor) {
 	for _, t := range m {
@@ -297,96 +168,8 @@ func FreeParams(ps []Param) {
 	}
 }
 
-func parseSafetensors(data []byte) (map[string]stEntry, []string, map[string]string, []byte, error) {
-	if !littleEndian {
-		return nil, nil, nil, nil, errors.New("safetensors I/O needs a little-endian machine")
-	}
-	if len(data) < 8 {
-		return nil, nil, nil, nil, fmt.Errorf("%d bytes, shorter than the 8-byte header length", len(data))
-	}
-	n := binary.LittleEndian.Uint64(data)
-	if n > maxHeader || n > uint64(len(data)-8) {
-		return nil, nil, nil, nil, fmt.Errorf("header length %d exceeds the file (%d bytes): truncated or not safetensors", n, len(data))
-	}
-	body := data[8+n:]
-	entries, names, meta, err := parseHeader(data[8:8+n], int64(len(body)))
-	return entries, names, meta, body, err
-}
-
-// parseHeader decodes and checks the JSON header against a data section of bodyLen bytes; names
-// come back in data-offset order.
-func parseHeader(h []byte, bodyLen int64) (map[string]stEntry, []string, map[string]string, error) {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(h, &raw); err != nil {
-		return nil, nil, nil, fmt.Errorf("JSON header: %v", err)
-	}
-	var meta map[string]string
-	entries := make(map[string]stEntry, len(raw))
-	names := make([]string, 0, len(raw))
-	for k, v := range raw {
-		if k == "__metadata__" {
-			if err := json.Unmarshal(v, &meta); err != nil {
-				return nil, nil, nil, fmt.Errorf("__metadata__ is not a map of strings: %v", err)
-			}
-			continue
-		}
-		var e stEntry
-		dec := json.NewDecoder(bytes.NewReader(v))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&e); err != nil {
-			return nil, nil, nil, fmt.Errorf("tensor %s: bad header entry: %v", k, err)
-		}
-		size, ok := 0, false
-		if _, ok = stDType[e.DType]; ok {
-			size = stSize(e.DType)
-		}
-		if !ok {
-			return nil, nil, nil, fmt.Errorf("tensor %s: unsupported dtype %q", k, e.DType)
-		}
-		if e.Shape == nil {
-			e.Shape = []int64{}
-		}
-		count := int64(1)
-		for _, d := range e.Shape {
-			if d < 0 || (d > 0 && count > math.MaxInt64/d) {
-				return nil, nil, nil, fmt.Errorf("tensor %s: bad shape %v", k, e.Shape)
-			}
-			count *= d
-		}
-		b, end := e.Offsets[0], e.Offsets[1]
-		if b < 0 || end < b || end-b != count*int64(size) {
-			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets %v do not hold %v %s (%d bytes)", k, e.Offsets, e.Shape, e.DType, count*int64(size))
-		}
-		if end > bodyLen {
-			return nil, nil, nil, fmt.Errorf("tensor %s: data ends at byte %d but the data section has %d bytes: truncated file", k, end, bodyLen)
-		}
-		entries[k] = e
-		names = append(names, k)
-	}
-	sort.Slice(names, func(i, j int) bool {
-		a, b := entries[names[i]].Offsets, entries[names[j]].Offsets
-		if a[0] != b[0] {
-			return a[0] < b[0]
-		}
-		return names[i] < names[j]
-	})
-	// Tensors must not overlap (the reference reader also requires them to tile the data section).
-	var pos int64
-	for _, k := range names {
-		e := entries[k]
-		if e.Offsets[0] < pos && e.Offsets[1] > e.Offsets[0] {
-			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets %v overlap the previous tensor", k, e.Offsets)
-		}
-		pos = max(pos, e.Offsets[1])
-	}
-	if pos != bodyLen {
-		return nil, nil, nil, fmt.Errorf("tensors cover %d bytes but the data section has %d: truncated or padded file", pos, bodyLen)
-	}
-	return entries, names, meta, nil
-}
-
 // fromBytes builds a CPU tensor of a safetensors dtype from raw little-endian bytes.
-func fromBytes(b []byte, dtype string, shape []int64) *torch.Tensor {
+func fromBytes(b []byte, dtype safetensors.DType, shape []int64) *torch.Tensor {
 	if len(b) == 0 {
 		// torch.From* leaks a pin on empty data (reported); an empty tensor has no data to copy anyway.
 		return torch.Zeros(nil, stDType[dtype], torch.CPU, shape...)
@@ -394,22 +177,22 @@ func fromBytes(b []byte, dtype string, shape []int64) *torch.Tensor {
 	switch dtype {
 	case "F32":
 		v := make([]float32, len(b)/4)
-		copy(asBytes(v), b)
+		copy(safetensors.Bytes(v), b)
 		return torch.FromFloat32(nil, v, shape...)
 	case "F64":
 		v := make([]float64, len(b)/8)
-		copy(asBytes(v), b)
+		copy(safetensors.Bytes(v), b)
 		return torch.FromFloat64(nil, v, shape...)
 	case "I64":
 		v := make([]int64, len(b)/8)
-		copy(asBytes(v), b)
+		copy(safetensors.Bytes(v), b)
 		return torch.FromInt64(nil, v, shape...)
 	case "U8":
 		return torch.FromUint8(nil, slices.Clone(b), shape...)
 	case "BOOL":
 		return convert(torch.FromUint8(nil, slices.Clone(b), shape...), torch.Bool)
 	case "I32", "I16", "I8":
-		size := stSize(dtype)
+		size := dtype.Size()
 		v := make([]int64, len(b)/size)
 		for i := range v {
 			switch size {

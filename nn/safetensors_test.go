@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"protoherb/safetensors"
 	"protoherb/torch"
 )
 
@@ -57,12 +58,12 @@ func TestReadPythonFixture(t *testing.T) {
 	if len(ts) != len(want) {
 		t.Errorf("%d tensors, want %d", len(ts), len(want))
 	}
-	info, meta2, err := ReadSafetensorsHeader("testdata/fixture.safetensors")
-	if err != nil || len(info) != len(want) || meta2["format"] != "pt" || info["ints32"].DType != torch.Int32 ||
-		!slices.Equal(info["layer.weight"].Shape, []int64{2, 3}) {
-		t.Errorf("header: %v %v %v", info, meta2, err)
+	h, err := safetensors.ReadHeader("testdata/fixture.safetensors")
+	if err != nil || len(h.Tensors) != len(want) || h.Meta["format"] != "pt" || h.Tensors["ints32"].DType != safetensors.I32 ||
+		!slices.Equal(h.Tensors["layer.weight"].Shape, []int64{2, 3}) {
+		t.Errorf("header: %+v %v", h, err)
 	}
-	if _, _, err := ReadSafetensorsHeader("testdata/tiny.pt"); err == nil || !strings.Contains(err.Error(), "tiny.pt") {
+	if _, err := safetensors.ReadHeader("testdata/tiny.pt"); err == nil || !strings.Contains(err.Error(), "tiny.pt") {
 		t.Errorf("header of a non-safetensors file: %v", err)
 	}
 	for _, w := range want {

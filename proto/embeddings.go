@@ -3,7 +3,6 @@ package proto
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,12 +13,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"unsafe"
 
 	"protoherb/imageio"
-	"protoherb/nn"
 	"protoherb/progress"
-	"protoherb/torch"
+	"protoherb/safetensors"
 )
 
 // EmbeddingsFormat is the metadata "format" value of an embeddings file.
@@ -60,12 +57,6 @@ func (e *Embeddings) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("%s: classes: %w", path, err)
 	}
-	ps := []nn.Param{
-		{Name: "embeddings", T: torch.FromFloat32(nil, e.Vectors, n, int64(e.Dim))},
-		{Name: "ids", T: torch.FromInt64(nil, e.IDs, n)},
-		{Name: "labels", T: torch.FromInt64(nil, e.Labels, n)},
-	}
-	defer nn.FreeParams(ps)
 	meta := map[string]string{
 		"format": EmbeddingsFormat, "dim": strconv.Itoa(e.Dim), "model": e.Model, "split": e.Split,
 		"failed": string(failed), "classes": string(classes), "root": e.Root,
@@ -74,7 +65,11 @@ func (e *Embeddings) Save(path string) error {
 		b, _ := json.Marshal(e.Paths)
 		meta["paths"] = string(b)
 	}
-	return nn.SaveSafetensors(path, ps, meta)
+	return safetensors.Write(path, []safetensors.Tensor{
+		safetensors.FromFloat32("embeddings", e.Vectors, n, int64(e.Dim)),
+		safetensors.FromInt64("ids", e.IDs, n),
+		safetensors.FromInt64("labels", e.Labels, n),
+	}, meta)
 }
 
 func nonNil[T any](xs []T) []T {
@@ -87,43 +82,60 @@ func nonNil[T any](xs []T) []T {
 // EmbeddingsHeader returns the dimension, model fingerprint and image count of an embeddings file
 // without reading its data.
 func EmbeddingsHeader(path string) (dim int, model string, n int64, err error) {
-	info, meta, err := nn.ReadSafetensorsHeader(path)
+	f, err := openEmbeddings(path)
 	if err != nil {
 		return 0, "", 0, err
 	}
-	if f := meta["format"]; f != EmbeddingsFormat {
-		return 0, "", 0, fmt.Errorf("%s: not an embeddings file (format %q, want %q)", path, f, EmbeddingsFormat)
+	defer f.Close()
+	return f.dim, f.Meta["model"], f.n, nil
+}
+
+type embeddingsFile struct {
+	*safetensors.File
+	dim int
+	n   int64
+}
+
+// openEmbeddings opens an embeddings file and checks its header.
+func openEmbeddings(path string) (*embeddingsFile, error) {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
 	}
-	if dim, err = strconv.Atoi(meta["dim"]); err != nil || dim <= 0 {
-		return 0, "", 0, fmt.Errorf("%s: bad dim %q", path, meta["dim"])
+	e := &embeddingsFile{File: f, n: -1}
+	if v := f.Meta["format"]; v != EmbeddingsFormat {
+		f.Close()
+		return nil, fmt.Errorf("%s: not an embeddings file (format %q, want %q)", path, v, EmbeddingsFormat)
 	}
-	emb, ids, labels := info["embeddings"], info["ids"], info["labels"]
-	n = -1
-	if len(ids.Shape) == 1 {
-		n = ids.Shape[0]
+	if e.dim, err = strconv.Atoi(f.Meta["dim"]); err != nil || e.dim <= 0 {
+		f.Close()
+		return nil, fmt.Errorf("%s: bad dim %q", path, f.Meta["dim"])
 	}
-	if emb.DType != torch.Float32 || ids.DType != torch.Int64 || labels.DType != torch.Int64 ||
-		fmt.Sprint(emb.Shape) != fmt.Sprint([]int64{n, int64(dim)}) || fmt.Sprint(ids.Shape) != fmt.Sprint([]int64{n}) ||
-		fmt.Sprint(labels.Shape) != fmt.Sprint([]int64{n}) {
-		return 0, "", 0, fmt.Errorf("%s: want embeddings [N, %d] F32, ids [N] I64 and labels [N] I64; have %v %v, %v %v, %v %v",
-			path, dim, emb.DType, emb.Shape, ids.DType, ids.Shape, labels.DType, labels.Shape)
+	if ids := f.Tensors["ids"]; len(ids.Shape) == 1 {
+		e.n = ids.Shape[0]
 	}
-	return dim, meta["model"], n, nil
+	if err := f.Expect(map[string]safetensors.Info{
+		"embeddings": {DType: safetensors.F32, Shape: []int64{e.n, int64(e.dim)}},
+		"ids":        {DType: safetensors.I64, Shape: []int64{e.n}},
+		"labels":     {DType: safetensors.I64, Shape: []int64{e.n}},
+	}); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w (want embeddings [N, %d] F32, ids [N] I64 and labels [N] I64)", err, e.dim)
+	}
+	return e, nil
 }
 
 // LoadEmbeddings reads an embeddings file. The data are read straight into the returned slices (no
 // intermediate copies: 138,292 × 512 floats are 283 MB). Rows with a non-finite value are an error
 // naming the row and the image.
 func LoadEmbeddings(path string) (*Embeddings, error) {
-	dim, model, n, err := EmbeddingsHeader(path)
+	f, err := openEmbeddings(path)
 	if err != nil {
 		return nil, err
 	}
-	_, meta, err := nn.ReadSafetensorsHeader(path)
-	if err != nil {
-		return nil, err
-	}
-	e := &Embeddings{Dim: dim, Model: model, Split: meta["split"], Root: meta["root"]}
+	defer f.Close()
+	dim, n, meta := f.dim, f.n, f.Meta
+	e := &Embeddings{Dim: dim, Model: meta["model"], Split: meta["split"], Root: meta["root"]}
 	if err := errors.Join(unmarshalIf(meta["failed"], &e.Failed), unmarshalIf(meta["classes"], &e.Classes),
 		unmarshalIf(meta["paths"], &e.Paths)); err != nil {
 		return nil, fmt.Errorf("%s: metadata: %w", path, err)
@@ -133,78 +145,14 @@ func LoadEmbeddings(path string) (*Embeddings, error) {
 	}
 	e.Vectors = make([]float32, n*int64(dim))
 	e.IDs, e.Labels = make([]int64, n), make([]int64, n)
-	if err := readTensors(path, map[string][]byte{"embeddings": bytesOf(e.Vectors), "ids": bytesOf(e.IDs), "labels": bytesOf(e.Labels)}); err != nil {
+	if err := errors.Join(f.Read("embeddings", safetensors.Bytes(e.Vectors)), f.Read("ids", safetensors.Bytes(e.IDs)),
+		f.Read("labels", safetensors.Bytes(e.Labels))); err != nil {
 		return nil, err
 	}
 	if r, j := firstNonFinite(e.Vectors, e.Dim); r >= 0 {
 		return nil, fmt.Errorf("%s: embedding row %d (image %d) has a non-finite value at column %d", path, r, e.IDs[r], j)
 	}
 	return e, nil
-}
-
-// readTensors reads the named tensors' data of a safetensors file (header checked by
-// nn.ReadSafetensorsHeader, sizes by the caller) into dst.
-func readTensors(path string, dst map[string][]byte) error {
-	off, start, err := dataOffsets(path)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for name, b := range dst {
-		if _, err := f.ReadAt(b, start+off[name][0]); err != nil {
-			return fmt.Errorf("%s: tensor %s: %w", path, name, err)
-		}
-	}
-	return nil
-}
-
-// dataOffsets returns each tensor's data_offsets and where the data section starts. The header has
-// been checked by nn.ReadSafetensorsHeader (sizes, bounds, no overlap).
-func dataOffsets(path string) (map[string][2]int64, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
-	var nb [8]byte
-	if _, err := io.ReadFull(f, nb[:]); err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", path, err)
-	}
-	n := binary.LittleEndian.Uint64(nb[:])
-	h := make([]byte, n)
-	if _, err := io.ReadFull(f, h); err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", path, err)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(h, &raw); err != nil {
-		return nil, 0, fmt.Errorf("%s: header: %w", path, err)
-	}
-	out := map[string][2]int64{}
-	for k, v := range raw {
-		if k == "__metadata__" {
-			continue
-		}
-		var e struct {
-			Offsets [2]int64 `json:"data_offsets"`
-		}
-		if err := json.Unmarshal(v, &e); err != nil {
-			return nil, 0, fmt.Errorf("%s: tensor %s: %w", path, k, err)
-		}
-		out[k] = e.Offsets
-	}
-	return out, 8 + int64(n), nil
-}
-
-// bytesOf views a slice of fixed-size numbers as its little-endian bytes (amd64, arm64).
-func bytesOf[T float32 | float64 | int64](xs []T) []byte {
-	if len(xs) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&xs[0])), len(xs)*int(unsafe.Sizeof(xs[0])))
 }
 
 func unmarshalIf(s string, v any) error {

@@ -2,12 +2,12 @@ package proto
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 
-	"protoherb/nn"
-	"protoherb/torch"
+	"protoherb/safetensors"
 )
 
 // Format is the metadata "format" value of a prototype store file.
@@ -26,12 +26,6 @@ func (s *Store) Save(path string) error {
 	}
 	opt, _ := json.Marshal(s.opt)
 	build, _ := json.Marshal(s.build)
-	ps := []nn.Param{
-		{Name: "sums", T: torch.FromFloat64(nil, s.sums, c, int64(s.dim))},
-		{Name: "counts", T: torch.FromInt64(nil, s.counts, c)},
-		{Name: "sqnorms", T: torch.FromFloat64(nil, s.sqnorms, c)},
-	}
-	defer nn.FreeParams(ps)
 	meta := map[string]string{
 		"format":  Format,
 		"dim":     strconv.Itoa(s.dim),
@@ -40,17 +34,23 @@ func (s *Store) Save(path string) error {
 		"classes": string(classes),
 		"build":   string(build),
 	}
-	return nn.SaveSafetensors(path, ps, meta)
+	return safetensors.Write(path, []safetensors.Tensor{
+		safetensors.FromFloat64("sums", s.sums, c, int64(s.dim)),
+		safetensors.FromInt64("counts", s.counts, c),
+		safetensors.FromFloat64("sqnorms", s.sqnorms, c),
+	}, meta)
 }
 
 // Load reads a store written by Save. The data are read straight into the store's slices.
 func Load(path string) (*Store, error) {
-	info, meta, err := nn.ReadSafetensorsHeader(path)
+	f, err := safetensors.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if f := meta["format"]; f != Format {
-		return nil, fmt.Errorf("%s: not a prototype file (format %q, want %q)", path, f, Format)
+	defer f.Close()
+	meta := f.Meta
+	if v := meta["format"]; v != Format {
+		return nil, fmt.Errorf("%s: not a prototype file (format %q, want %q)", path, v, Format)
 	}
 	dim, err := strconv.Atoi(meta["dim"])
 	if err != nil || dim <= 0 {
@@ -72,17 +72,15 @@ func Load(path string) (*Store, error) {
 		return nil, fmt.Errorf("%s: bad build options: %w", path, err)
 	}
 	c := int64(len(classes))
-	want := map[string]nn.TensorInfo{
-		"sums":    {DType: torch.Float64, Shape: []int64{c, int64(dim)}},
-		"counts":  {DType: torch.Int64, Shape: []int64{c}},
-		"sqnorms": {DType: torch.Float64, Shape: []int64{c}},
+	if err := f.Expect(map[string]safetensors.Info{
+		"sums":    {DType: safetensors.F64, Shape: []int64{c, int64(dim)}},
+		"counts":  {DType: safetensors.I64, Shape: []int64{c}},
+		"sqnorms": {DType: safetensors.F64, Shape: []int64{c}},
+	}); err != nil {
+		return nil, fmt.Errorf("%w (%d classes in the metadata)", err, c)
 	}
-	for name, w := range want {
-		if have, ok := info[name]; !ok || have.DType != w.DType || fmt.Sprint(have.Shape) != fmt.Sprint(w.Shape) {
-			return nil, fmt.Errorf("%s: tensor %s is %v %v, want %v %v (%d classes in the metadata)", path, name, have.DType, have.Shape, w.DType, w.Shape, c)
-		}
-	}
-	if err := readTensors(path, map[string][]byte{"sums": bytesOf(s.sums), "counts": bytesOf(s.counts), "sqnorms": bytesOf(s.sqnorms)}); err != nil {
+	if err := errors.Join(f.Read("sums", safetensors.Bytes(s.sums)), f.Read("counts", safetensors.Bytes(s.counts)),
+		f.Read("sqnorms", safetensors.Bytes(s.sqnorms))); err != nil {
 		return nil, err
 	}
 	for r, n := range s.counts {
