@@ -7,6 +7,7 @@ package progress
 import (
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -14,8 +15,17 @@ import (
 )
 
 // Bar is one progress bar. A nil *Bar is valid and draws nothing, so callers need no checks.
+//
+// The rate and the time left are the bar's own (window, in rate.go): progressbar's are the count over
+// the time since the bar started until its first half-second sample, absurd after one quick item.
 type Bar struct {
-	pb *progressbar.ProgressBar
+	pb    *progressbar.ProgressBar
+	clock func() time.Time
+
+	mu          sync.Mutex
+	desc, unit  string
+	done, total int64
+	win         *window
 }
 
 // Options configure a bar.
@@ -26,6 +36,8 @@ type Options struct {
 	Quiet bool
 	// Unit names what is counted ("img", "step"); it is shown in the rate.
 	Unit string
+	// clock replaces time.Now (tests).
+	clock func() time.Time
 }
 
 // New starts a bar that counts to total (-1 for unknown) with a short description.
@@ -46,19 +58,21 @@ func New(total int64, desc string, opt Options) *Bar {
 	if unit == "" {
 		unit = "it"
 	}
+	clock := opt.clock
+	if clock == nil {
+		clock = time.Now
+	}
 	pb := progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription(desc),
 		progressbar.OptionSetWidth(24),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString(unit),
-		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetPredictTime(false),
 		progressbar.OptionThrottle(200*time.Millisecond),
 		progressbar.OptionFullWidth(),
 		progressbar.OptionOnCompletion(func() { _, _ = io.WriteString(w, "\n") }),
 	)
-	return &Bar{pb: pb}
+	return &Bar{pb: pb, clock: clock, desc: desc, unit: unit, total: total, win: newWindow(clock())}
 }
 
 // Add advances the bar by n.
@@ -66,6 +80,11 @@ func (b *Bar) Add(n int) {
 	if b == nil {
 		return
 	}
+	b.mu.Lock()
+	b.done += int64(n)
+	b.win.add(b.clock(), b.done)
+	b.pb.Describe(b.line())
+	b.mu.Unlock()
 	_ = b.pb.Add(n)
 }
 
@@ -74,7 +93,19 @@ func (b *Bar) Describe(desc string) {
 	if b == nil {
 		return
 	}
-	b.pb.Describe(desc)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.desc = desc
+	b.pb.Describe(b.line())
+}
+
+// line is the description followed by the rate and the time left, once the window can tell them.
+func (b *Bar) line() string {
+	st := b.win.status(b.unit, b.done, b.total)
+	if st == "" {
+		return b.desc
+	}
+	return b.desc + " (" + st + ")"
 }
 
 // Finish completes the bar.
