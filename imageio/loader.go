@@ -343,7 +343,7 @@ func readFile(path string, buf []byte) ([]byte, error) {
 	}
 	buf = buf[:n+1]
 	m, err := io.ReadFull(f, buf)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) { // EOF: empty
 		return nil, err
 	}
 	if m == 0 {

@@ -11,6 +11,7 @@
 //	RUN_DIR/curves.png        loss and accuracy curves, redrawn at every checkpoint
 //	RUN_DIR/ckpt-NNNNNNNNN/   the last KeepLast checkpoints (package checkpoint's layout)
 //	RUN_DIR/best/             the checkpoint with the best validation accuracy
+//	RUN_DIR/bad-images.tsv    the images that could not be loaded and were skipped (badimage.go)
 package train
 
 import (
@@ -27,6 +28,7 @@ import (
 
 	"protoherb/atomicfile"
 	"protoherb/dataset"
+	"protoherb/imageio"
 )
 
 // Modes of a run.
@@ -54,6 +56,9 @@ type Config struct {
 	Augment   bool   `yaml:"augment" json:"augment"`     // random resized crop, flip, colour jitter
 	InMemory  string `yaml:"in-memory" json:"in_memory"` // auto | true | false: decode every image once into RAM
 	Workers   int    `yaml:"workers" json:"workers"`     // image decoding goroutines (0 = cores)
+
+	// What an image that cannot be loaded does: skip (replaced by another of its class) or fail.
+	OnBadImage string `yaml:"on-bad-image" json:"on_bad_image"`
 
 	// Model.
 	Backbone     string `yaml:"backbone" json:"backbone"`
@@ -107,7 +112,7 @@ type Config struct {
 // schedule on class-balanced batches.
 func Defaults(mode string) Config {
 	c := Config{
-		Mode: mode, Split: "train", ValFrac: 0.1, Invert: "auto", InMemory: "auto",
+		Mode: mode, Split: "train", ValFrac: 0.1, Invert: "auto", InMemory: "auto", OnBadImage: "skip",
 		Backbone: "conv4", Way: 60, Shot: 5, Query: 5, TestWay: 5, TestShot: 5, TestQuery: 15,
 		Distance: "euclidean", EvalEvery: 500, EvalEpisodes: 200, SaveEvery: 500, KeepLast: 3,
 		Device: "cpu", Seed: 1, Threads: runtime.NumCPU(),
@@ -187,6 +192,9 @@ func (c *Config) Validate() error {
 		if s.v != "auto" && s.v != "true" && s.v != "false" {
 			bad("%s %q: want auto, true or false", s.name, s.v)
 		}
+	}
+	if _, err := imageio.ParseBadPolicy(c.OnBadImage); err != nil {
+		bad("on-bad-image %q: want skip or fail", c.OnBadImage)
 	}
 	if c.ImageSize < 0 || (c.Channels != 0 && c.Channels != 1 && c.Channels != 3) {
 		bad("image-size must be >= 0 and channels 1 or 3 (got %d, %d)", c.ImageSize, c.Channels)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"protoherb/dataset"
 	"protoherb/imageio"
@@ -31,6 +30,11 @@ type ImageOptions struct {
 	InMemory bool
 	Workers  int
 	Bar      progress.Options
+	// OnBad says what an image that cannot be loaded does (badimage.go): Skip (the zero value)
+	// replaces it by another of its class, Fail stops with an error naming the file.
+	OnBad imageio.BadPolicy
+	// BadList is the file listing the images skipped (a run's BadImagesFile; "" = none).
+	BadList string
 }
 
 // transform returns the image transform of the options: a centre square (Omniglot: the whole
@@ -48,18 +52,19 @@ func (o ImageOptions) transform() imageio.Transform {
 
 // NewImages returns the image source for the samples at positions subset (nil = all) of d. In memory
 // it decodes every distinct file once (a rotated Omniglot class shares its files with the unrotated
-// one) and applies each sample's rotation when a batch is built. Bad images are logged and left out:
-// Usable lists the positions that can be served.
+// one) and applies each sample's rotation when a batch is built; bad images are then left out (usable
+// lists the positions that can be served). From files, a bad image is replaced by another of its
+// class (o.OnBad, badimage.go).
 func NewImages(ctx context.Context, d *dataset.Dataset, subset []int, o ImageOptions) (Images, error) {
 	if o.InMemory && !o.Augment {
 		return newMemImages(ctx, d, subset, o)
 	}
 	t := o.transform()
-	l, err := imageio.NewLoader(imageio.LoaderOptions{Workers: o.Workers, BatchSize: 1, Transform: t, OnBad: imageio.Fail})
+	l, err := imageio.NewLoader(imageio.LoaderOptions{Workers: o.Workers, BatchSize: 1, Transform: t, OnBad: imageio.Skip})
 	if err != nil {
 		return nil, err
 	}
-	return &fileImages{d: d, l: l, c: o.Channels, s: o.Size}, nil
+	return &fileImages{d: d, l: l, c: o.Channels, s: o.Size, bad: newBadImages(d, subset, o.OnBad, o.BadList)}, nil
 }
 
 // fileImages decodes every batch from the files (with augmentation when configured).
@@ -67,19 +72,41 @@ type fileImages struct {
 	d    *dataset.Dataset
 	l    *imageio.Loader
 	c, s int
+	bad  *badImages
 }
 
 func (f *fileImages) Shape() (int, int) { return f.c, f.s }
 
 func (f *fileImages) Load(ctx context.Context, idx []int, seed uint64) ([]float32, error) {
+	xs, _, err := f.loadReplacing(ctx, idx, seed)
+	return xs, err
+}
+
+// loadReplacing loads the images of idx, replacing those that cannot be loaded (badimage.go), and
+// returns how many it replaced.
+func (f *fileImages) loadReplacing(ctx context.Context, idx []int, seed uint64) ([]float32, int, error) {
 	b, err := f.l.Load(ctx, imageio.ItemsFromDataset(f.d, idx), seed)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if b.N != len(idx) {
-		return nil, fmt.Errorf("loaded %d of %d images", b.N, len(idx))
+	if len(b.Bad) == 0 {
+		return b.X, 0, nil
 	}
-	return b.X, nil
+	if f.bad.fail {
+		return nil, 0, fmt.Errorf("%w: %w", errBadImage, b.Bad[0])
+	}
+	elem := f.c * f.s * f.s
+	xs := make([]float32, len(idx)*elem)
+	for r, j := range b.Index {
+		copy(xs[j*elem:(j+1)*elem], b.X[r*elem:(r+1)*elem])
+	}
+	for _, bi := range b.Bad {
+		f.bad.report(bi)
+		if err := f.bad.replace(ctx, f.l, idx, bi.Index, seed, xs[bi.Index*elem:(bi.Index+1)*elem]); err != nil {
+			return nil, 0, err
+		}
+	}
+	return xs, len(b.Bad), nil
 }
 
 // memImages holds every distinct image decoded once, unrotated.
@@ -143,8 +170,12 @@ func newMemImages(ctx context.Context, d *dataset.Dataset, subset []int, o Image
 	}
 	bar.Finish()
 	bad := st.Bad()
+	if o.OnBad == imageio.Fail && len(bad) > 0 {
+		return nil, fmt.Errorf("%w: %w (and %d more)", errBadImage, bad[0], len(bad)-1)
+	}
+	report := newBadImages(d, subset, o.OnBad, o.BadList)
 	for _, bi := range bad {
-		slog.Warn("train: skipping a bad image", "path", bi.Path, "err", bi.Err)
+		report.report(bi)
 	}
 	for i, k := range m.slot {
 		if k >= 0 && !ok[k] {

@@ -22,7 +22,18 @@ type batch struct {
 
 	done chan struct{}
 	xs   []float32
-	err  error
+	// replaced counts the images that could not be loaded and were replaced (badimage.go).
+	replaced int
+	err      error
+}
+
+// load loads the images of b from src.
+func (b *batch) load(ctx context.Context, src Images) {
+	if f, ok := src.(*fileImages); ok {
+		b.xs, b.replaced, b.err = f.loadReplacing(ctx, b.idx, b.seed)
+		return
+	}
+	b.xs, b.err = src.Load(ctx, b.idx, b.seed)
 }
 
 // prefetcher draws each step's batch and loads its images. With ahead set it loads the next step's
@@ -70,7 +81,7 @@ func (p *prefetcher) start(ctx context.Context, b *batch) {
 	p.pending, p.cancel = b, cancel
 	go func() {
 		defer close(b.done)
-		b.xs, b.err = p.src.Load(lctx, b.idx, b.seed)
+		b.load(lctx, p.src)
 	}()
 }
 
@@ -87,7 +98,7 @@ func (p *prefetcher) next(ctx context.Context, step int, last bool) (b *batch, w
 		if b, err = p.draw(step); err != nil {
 			return nil, 0, err
 		}
-		b.xs, b.err = p.src.Load(ctx, b.idx, b.seed)
+		b.load(ctx, p.src)
 		close(b.done)
 	}
 	<-b.done

@@ -287,8 +287,12 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 		res.Loss = sr.loss
 		res.Losses = append(res.Losses, sr.loss)
 		ips := float64(trainImages) / trainTime.Seconds()
-		if err := mw.Write(metrics.Record{Step: int64(rs.step), Phase: "train", Values: map[string]float64{
-			"loss": sr.loss, "acc": sr.acc, "lr": lr, "images_per_s": float64(sr.images) / dt.Seconds(), "step_s": dt.Seconds(), "data_s": sr.data.Seconds()}}); err != nil {
+		vals := map[string]float64{
+			"loss": sr.loss, "acc": sr.acc, "lr": lr, "images_per_s": float64(sr.images) / dt.Seconds(), "step_s": dt.Seconds(), "data_s": sr.data.Seconds()}
+		if b.replaced > 0 {
+			vals["bad_images"] = float64(b.replaced)
+		}
+		if err := mw.Write(metrics.Record{Step: int64(rs.step), Phase: "train", Values: vals}); err != nil {
 			return res, err
 		}
 		bar.Describe(fmt.Sprintf("%s step %d/%d loss %.4f acc %.3f %.0f img/s", cfg.Mode, rs.step, cfg.Steps, sr.loss, sr.acc, ips))
@@ -465,7 +469,7 @@ func previousBest(metricsPath, runDir string) (float64, string) {
 // imageOptions returns the image pipeline of a config (InMemory decided by the caller).
 func (c *Config) imageOptions(workers int, bar progress.Options) ImageOptions {
 	return ImageOptions{Size: c.ImageSize, Channels: c.Channels, Invert: c.Invert == "true", Augment: c.Augment,
-		Workers: workers, Bar: bar}
+		Workers: workers, Bar: bar, OnBad: c.onBad(), BadList: listPath(c.RunDir)}
 }
 
 // memoryBudget is the most RAM in-memory images take when in-memory is auto.

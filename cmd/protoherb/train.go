@@ -114,6 +114,7 @@ func bindRunFlags(f *pflag.FlagSet, c *train.Config, mode string) {
 	f.BoolVar(&c.Augment, "augment", c.Augment, "random resized crop, flip and colour jitter")
 	f.StringVar(&c.InMemory, "in-memory", c.InMemory, "decode every image once into RAM: auto, true, false")
 	f.IntVar(&c.Workers, "workers", c.Workers, "image decoding goroutines (0: cores)")
+	f.StringVar(&c.OnBadImage, "on-bad-image", c.OnBadImage, "an image that cannot be loaded: skip (replace it by another of its class; listed in RUN_DIR/bad-images.tsv) or fail")
 	f.StringVar(&c.Backbone, "backbone", c.Backbone, "conv4, resnet12, resnet18, resnet50 or torchscript:PATH")
 	f.IntVar(&c.EmbedDim, "embed-dim", c.EmbedDim, "linear embedding head size (0: none)")
 	f.BoolVar(&c.L2Norm, "l2-norm", c.L2Norm, "L2-normalise embeddings")
