@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"io/fs"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +30,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/identify", in("identify", s.identify))
 	m.HandleFunc("GET /v1/species", in("species_list", s.listSpecies))
 	m.HandleFunc("GET /v1/species/{id}", in("species_get", s.getSpecies))
-	m.HandleFunc("POST /v1/species", in("species_enrol", s.auth(s.enrol)))
+	m.HandleFunc("POST /v1/species", in("species_enrol", s.guardWrite(s.enrol)))
 	m.HandleFunc("GET /v1/info", in("info", s.info))
 	m.HandleFunc("GET /v1/specimens/{row}/thumbnail", in("thumbnail", s.thumbnail))
 	m.HandleFunc("GET /healthz", in("healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +75,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		ae = &apiError{code: http.StatusInternalServerError, msg: err.Error()}
+		// The details (file paths, library messages) are for the log, not the client.
+		ae = &apiError{code: http.StatusInternalServerError, msg: "internal error: see the server's log"}
 		s.log.Error("serve: request failed", "err", err)
 	}
 	if ae.reason != "" {
@@ -84,35 +85,24 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	writeJSON(w, ae.code, map[string]string{"error": ae.msg})
 }
 
-// auth requires the bearer token when one is configured.
-func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
-	if s.cfg.Token == "" {
-		return h
-	}
-	want := []byte(s.cfg.Token)
-	return func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="protoherb"`)
-			s.writeErr(w, fail(http.StatusUnauthorized, "unauthorized", "this endpoint needs Authorization: Bearer <token>"))
-			return
-		}
-		h(w, r)
-	}
-}
-
 // readErr maps a body read error to its status.
 func readErr(err error, limit int64) error {
 	var mb *http.MaxBytesError
-	if errors.As(err, &mb) {
+	switch {
+	case errors.As(err, &mb):
 		return fail(http.StatusRequestEntityTooLarge, "too_large", "upload larger than the limit of %d bytes", limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fail(http.StatusRequestTimeout, "slow_upload", "the upload was not received in time")
+	case errors.Is(err, errUploadsFull):
+		return fail(http.StatusServiceUnavailable, "overload", "%v; retry shortly", err)
 	}
 	return fail(http.StatusBadRequest, "", "reading the upload: %v", err)
 }
 
 // preprocess checks an uploaded image and turns it into the model's input. The header is read
-// and the pixel count checked before any pixel is decoded.
-func (s *Server) preprocess(b []byte) ([]float32, error) {
+// and the pixel count checked before any pixel is decoded; the decode then waits (until ctx ends)
+// for its memory from the decode budget.
+func (s *Server) preprocess(ctx context.Context, b []byte) ([]float32, error) {
 	if imageio.Sniff(b) == imageio.FormatUnknown {
 		return nil, fail(http.StatusUnsupportedMediaType, "unsupported", "unsupported image type: send a JPEG or PNG")
 	}
@@ -120,13 +110,29 @@ func (s *Server) preprocess(b []byte) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer s.putProc(p)
-	_, w, h, err := p.d.Config(b)
+	f, w, h, err := p.d.Config(b)
 	if err != nil {
+		s.putProc(p)
 		return nil, imageErr(err, s.cfg.MaxPixels)
 	}
 	if int64(w)*int64(h) > int64(s.cfg.MaxPixels) {
+		s.putProc(p)
 		return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "image of %d×%d pixels exceeds the limit of %d pixels", w, h, s.cfg.MaxPixels)
+	}
+	cost := decodeCost(b, f, w, h)
+	if cost > s.cfg.DecodeBudget {
+		s.putProc(p)
+		return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "image of %d×%d pixels needs %d MiB to decode, more than the decode budget of %d MiB", w, h, cost>>20, s.cfg.DecodeBudget>>20)
+	}
+	if err := s.decode.acquire(ctx, cost); err != nil {
+		s.putProc(p)
+		return nil, fail(http.StatusServiceUnavailable, "overload", "gave up waiting for decode memory: %v", err)
+	}
+	defer s.decode.release(cost)
+	if cost > retainLimit {
+		defer p.close() // its grown pixel buffer goes with it
+	} else {
+		defer s.putProc(p)
 	}
 	tf := s.cfg.Embedder.Transform()
 	c := tf.Channels
@@ -162,6 +168,22 @@ type IdentifyResponse struct {
 }
 
 func (s *Server) identify(w http.ResponseWriter, r *http.Request) {
+	k := 5
+	if v := r.URL.Query().Get("k"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > s.cfg.MaxK {
+			s.writeErr(w, fail(http.StatusBadRequest, "", "k must be an integer from 1 to %d", s.cfg.MaxK))
+			return
+		}
+		k = n
+	}
+	// The whole upload first: a slow or stalled client holds no slot while it sends.
+	defer s.upload(w, r, s.cfg.MaxUploadBytes+64<<10)() // room for the multipart framing
+	b, err := s.readImage(r)
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
 	select {
 	case s.sem <- struct{}{}:
 	default:
@@ -174,22 +196,7 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) {
 	defer s.met.inflight.Dec()
 	arrived := s.batch.expect()
 	defer arrived()
-
-	k := 5
-	if v := r.URL.Query().Get("k"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > s.cfg.MaxK {
-			s.writeErr(w, fail(http.StatusBadRequest, "", "k must be an integer from 1 to %d", s.cfg.MaxK))
-			return
-		}
-		k = n
-	}
-	b, err := s.readImage(w, r)
-	if err != nil {
-		s.writeErr(w, err)
-		return
-	}
-	x, err := s.preprocess(b)
+	x, err := s.preprocess(r.Context(), b)
 	if err != nil {
 		s.writeErr(w, err)
 		return
@@ -208,11 +215,10 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// readImage reads the image of an identify request: the multipart field "image" (or the first
-// file part), or the raw body.
-func (s *Server) readImage(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// readImage reads the image of an identify request (its body prepared by upload): the multipart
+// field "image" (or the first file part), or the raw body.
+func (s *Server) readImage(r *http.Request) ([]byte, error) {
 	limit := s.cfg.MaxUploadBytes
-	r.Body = http.MaxBytesReader(w, r.Body, limit+64<<10) // room for the multipart framing
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {
 		b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
@@ -319,7 +325,7 @@ type EnrolResponse struct {
 
 func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 	limit := s.cfg.MaxUploadBytes
-	r.Body = http.MaxBytesReader(w, r.Body, 8*limit)
+	defer s.upload(w, r, 8*limit)()
 	mr, err := r.MultipartReader()
 	if err != nil {
 		s.writeErr(w, fail(http.StatusBadRequest, "", "send multipart/form-data with name, genus, family and image fields: %v", err))
@@ -380,7 +386,7 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 	// Preprocess every image first: one bad image refuses the whole enrolment.
 	xs := make([][]float32, len(images))
 	for i, b := range images {
-		x, err := s.preprocess(b)
+		x, err := s.preprocess(r.Context(), b)
 		if err != nil {
 			var ae *apiError
 			if errors.As(err, &ae) {
@@ -401,7 +407,7 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 	before := len(s.cfg.Store.Species())
 	got, err := s.cfg.Store.Enrol(sp, embs, len(xs))
 	if err != nil {
-		s.writeErr(w, fail(http.StatusUnprocessableEntity, "", "%v", err))
+		s.writeErr(w, s.enrolErr(err))
 		return
 	}
 	s.met.enrolled.Add(float64(len(xs)))
@@ -460,6 +466,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 		"metric": "l2", "temperature": temp, "temperature_source": src,
 		"index_specimens": idx, "auth_required": s.cfg.Token != "", "max_upload_bytes": s.cfg.MaxUploadBytes,
 		"max_pixels": s.cfg.MaxPixels, "max_k": s.cfg.MaxK, "max_batch": s.cfg.MaxBatch,
+		"decode_budget_bytes": s.cfg.DecodeBudget,
 	})
 }
 

@@ -39,7 +39,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "protoherb_rejected_total", Help: "Requests refused, by reason (overload, too_large, unsupported, corrupt, unauthorized).",
+			Name: "protoherb_rejected_total", Help: "Requests refused, by reason (overload, too_large, slow_upload, unsupported, corrupt, unauthorized, cross_origin, storage).",
 		}, []string{"reason"}),
 		decoded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "protoherb_images_decoded_total", Help: "Uploaded images whose pixels were decoded (after the header checks).",
@@ -59,6 +59,21 @@ func newMetrics() *metrics {
 	return m
 }
 
+// budgets exports the bytes held from the decode and upload budgets.
+func (m *metrics) budgets(decode, uploads *weighted) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "protoherb_decode_bytes_in_use", Help: "Bytes of the decode budget held by decodes in progress.",
+		}, func() float64 { return float64(decode.used()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "protoherb_decode_budget_bytes", Help: "The decode budget (--decode-budget).",
+		}, func() float64 { return float64(decode.size) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "protoherb_upload_bytes_in_use", Help: "Bytes of uploads being received or held.",
+		}, func() float64 { return float64(uploads.used()) }),
+	)
+}
+
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
@@ -75,6 +90,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (read deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {

@@ -44,11 +44,24 @@
 //
 // # Limits
 //
-// Each upload is limited to MaxUploadBytes (413); the image header is read and the pixel count
-// checked against MaxPixels before any pixel is decoded (413: a decompression bomb is never
-// decoded); anything but JPEG or PNG is 415; a corrupt image 422. More than MaxConcurrent
-// identify requests in flight are answered 503 with Retry-After. Read and write timeouts bound
-// slow clients. With a token, POST /v1/species needs "Authorization: Bearer TOKEN" (401).
+// Each upload is read whole, before the request takes any compute slot, within BodyTimeout (408)
+// and MaxUploadBytes (413); the bytes being received by all requests share UploadBudget (503
+// when full), so a stalled upload costs its connection and the bytes it sent, nothing else. The
+// image header is then read and the pixel count checked against MaxPixels before any pixel is
+// decoded (413: a decompression bomb is never decoded), and the decode's memory (width × height ×
+// bytes per pixel, from the header) is taken from DecodeBudget, a weighted semaphore shared by
+// identification and enrolment: decodes wait their turn rather than add up past it. Anything but
+// JPEG or PNG is 415; a corrupt image 422. More than MaxConcurrent identify requests past their
+// upload are answered 503 with Retry-After.
+//
+// # Access
+//
+// POST /v1/species changes state: a browser request from another origin is refused (403, by
+// Sec-Fetch-Site or Origin: no web page can enrol through a visitor's browser), and with a token it
+// needs "Authorization: Bearer TOKEN" (401; the scheme in any case). Serve refuses a non-loopback
+// listener without a token unless OpenEnrolment is set. A failure of the server's disk during an
+// enrolment is a 5xx that names no server path; temporary files left by a crash mid-write are
+// removed at start-up.
 package serve
 
 import (
@@ -81,9 +94,17 @@ type Config struct {
 	BatchWindow time.Duration
 	// MaxConcurrent identify requests in flight before 503 (4 × MaxBatch).
 	MaxConcurrent int
-	// MaxUploadBytes per image (20 MiB); MaxPixels per image, checked before decoding (50 M).
+	// MaxUploadBytes per image (20 MiB; an enrolment may send 8×); MaxPixels per image, checked
+	// before decoding (DefaultMaxPixels).
 	MaxUploadBytes int64
 	MaxPixels      int
+	// DecodeBudget bounds the bytes that all decodes in progress hold (DefaultDecodeBudget);
+	// UploadBudget the bytes of uploads being received (DefaultUploadBudget).
+	DecodeBudget, UploadBudget int64
+	// BodyTimeout bounds the reading of a request's body, from the handler's start (30s).
+	BodyTimeout time.Duration
+	// OpenEnrolment lets Serve listen on a non-loopback address without a Token.
+	OpenEnrolment bool
 	// MaxK bounds ?k= (100).
 	MaxK int
 	// Token, when set, is required as a bearer token by the write endpoints.
@@ -107,7 +128,16 @@ func (c *Config) defaults() {
 		c.MaxUploadBytes = 20 << 20
 	}
 	if c.MaxPixels <= 0 {
-		c.MaxPixels = 50_000_000
+		c.MaxPixels = DefaultMaxPixels
+	}
+	if c.DecodeBudget <= 0 {
+		c.DecodeBudget = DefaultDecodeBudget
+	}
+	if c.UploadBudget <= 0 {
+		c.UploadBudget = DefaultUploadBudget
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 30 * time.Second
 	}
 	if c.MaxK <= 0 {
 		c.MaxK = 100
@@ -130,6 +160,8 @@ type Server struct {
 	met     *metrics
 	batch   *batcher
 	sem     chan struct{}
+	decode  *weighted // DecodeBudget
+	uploads *weighted // UploadBudget
 	procs   chan *proc
 	mux     *http.ServeMux
 	stop    context.CancelFunc
@@ -160,7 +192,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("serve: the specimen index is %d-d but the model embeds %d-d", cfg.Index.Dim(), cfg.Embedder.Dim())
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, met: newMetrics(), sem: make(chan struct{}, cfg.MaxConcurrent),
+		decode: newWeighted(cfg.DecodeBudget), uploads: newWeighted(cfg.UploadBudget),
 		procs: make(chan *proc, runtime.GOMAXPROCS(0)*2), stopped: make(chan struct{})}
+	s.met.budgets(s.decode, s.uploads)
+	if p, ok := cfg.Store.(interface{ Path() string }); ok {
+		removeStaleTemps(p.Path(), s.log)
+	}
 	if err := s.rebuild(); err != nil {
 		return nil, err
 	}
@@ -208,8 +245,12 @@ func (s *Server) Temperature() (float64, string) {
 // Handler is the service's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Serve answers HTTP on ln until ctx ends, then shuts down gracefully (up to 10 s).
+// Serve answers HTTP on ln until ctx ends, then shuts down gracefully (up to 10 s). It refuses a
+// listener other machines can reach when anyone could enrol (no Token, no OpenEnrolment).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.checkExposure(ln.Addr()); err != nil {
+		return err
+	}
 	hs := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,

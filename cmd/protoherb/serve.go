@@ -21,6 +21,7 @@ func newServeCmd() *cobra.Command {
 		cfg                      serve.Config
 		addr, device, demo       string
 		threads, maxUploadMB     int
+		decodeMB, uploadsMB      int
 		readTimeout, writeTimout time.Duration
 	)
 	cmd := &cobra.Command{
@@ -54,6 +55,7 @@ to try the page without a trained model.`,
 			}
 			f.Build = b.edit(cmd.Flags())
 			cfg.MaxUploadBytes = int64(maxUploadMB) << 20
+			cfg.DecodeBudget, cfg.UploadBudget = int64(decodeMB)<<20, int64(uploadsMB)<<20
 			cfg.ReadTimeout, cfg.WriteTimeout = readTimeout, writeTimout
 			cfg.Logger = slog.Default()
 			s, closeAll, err := serve.Open(f, spec, cfg)
@@ -75,14 +77,18 @@ to try the page without a trained model.`,
 	b.register(fl) // override the build recorded in the prototype file, as in predict
 	fl.StringVar(&f.Index, "index", "", "embeddings of the training specimens (safetensors), for nearest specimens and thumbnails")
 	fl.StringVar(&f.ImagesRoot, "images-root", "", "folder the index's image paths are relative to (default: the dataset folder recorded by embed, else the index's folder)")
-	fl.StringVar(&f.TokenFile, "token-file", "", "file holding a bearer token required by POST /v1/species")
+	fl.StringVar(&f.TokenFile, "token-file", "", "file holding a bearer token required by POST /v1/species (required off loopback unless --open-enrolment)")
 	fl.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	fl.StringVar(&demo, "demo", "", "serve a tiny generated demo built in this folder (when --model is not given)")
 	fl.IntVar(&cfg.MaxBatch, "max-batch", 32, "images per forward pass at most")
 	fl.DurationVar(&cfg.BatchWindow, "batch-window", 5*time.Millisecond, "longest a batch waits for more requests")
 	fl.IntVar(&cfg.MaxConcurrent, "max-concurrent", 0, "identify requests in flight before answering 503 (0 = 4 × max-batch)")
 	fl.IntVar(&maxUploadMB, "max-upload-mb", 20, "largest image upload, MiB (413 above)")
-	fl.IntVar(&cfg.MaxPixels, "max-pixels", 50_000_000, "most pixels an upload may declare, checked before decoding (413 above)")
+	fl.IntVar(&cfg.MaxPixels, "max-pixels", serve.DefaultMaxPixels, "most pixels an upload may declare, checked before decoding (413 above)")
+	fl.IntVar(&decodeMB, "decode-budget", serve.DefaultDecodeBudget>>20, "MiB that all image decodes in progress may hold together (width × height × bytes per pixel; decodes wait beyond)")
+	fl.IntVar(&uploadsMB, "upload-budget", serve.DefaultUploadBudget>>20, "MiB of uploads being received at once (503 beyond)")
+	fl.DurationVar(&cfg.BodyTimeout, "body-timeout", 30*time.Second, "time to receive a request's body, read before it takes a compute slot (408 after)")
+	fl.BoolVar(&cfg.OpenEnrolment, "open-enrolment", false, "allow serving on a non-loopback address without --token-file (anyone who reaches it can enrol)")
 	fl.IntVar(&cfg.MaxK, "max-k", 100, "largest k a client may ask for")
 	fl.Float64Var(&cfg.Temperature, "temperature", 0, "softmax temperature over −distance (0 = fit on --index, else a prototype-spacing heuristic)")
 	fl.DurationVar(&readTimeout, "read-timeout", 60*time.Second, "time to read a whole request (slow clients are cut off)")
