@@ -1,5 +1,6 @@
 // Package imageio turns image files into model input: decoding (libjpeg-turbo through cgo with
-// DCT-domain scaling for JPEG, the standard library for PNG), transforms to float32 NCHW, a parallel
+// DCT-domain scaling for JPEG, and for a crop only the rows and iMCU columns it reads; the standard
+// library for PNG), transforms to float32 NCHW, a parallel
 // deterministic batch loader, and a packed cache of preprocessed images.
 package imageio
 

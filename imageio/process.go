@@ -9,9 +9,13 @@ import (
 // handle. Use one per goroutine; Close it when done.
 type Processor struct {
 	dec  *Decoder
+	reg  *regionDecoder
 	rs   Resampler
 	pix  []uint8
 	crop []uint8
+	// DecodeWhole decodes whole images at the chosen DCT scale instead of only the rows and
+	// columns the crop reads (the same pixels, slower; for comparisons).
+	DecodeWhole bool
 }
 
 // NewProcessor allocates a processor.
@@ -20,11 +24,19 @@ func NewProcessor() (*Processor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Processor{dec: d}, nil
+	r, err := newRegionDecoder()
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return &Processor{dec: d, reg: r}, nil
 }
 
-// Close frees the decoder.
-func (p *Processor) Close() { p.dec.Close() }
+// Close frees the decoders.
+func (p *Processor) Close() {
+	p.dec.Close()
+	p.reg.close()
+}
 
 // Crop decodes b and returns the transform's Size x Size crop as 8-bit HWC pixels with C channels
 // (the file's: 1 or 3), before flips, rotation, jitter and normalisation. JPEGs are decoded at the
@@ -58,23 +70,55 @@ func (p *Processor) crop1(b []byte, m *Image, t *Transform, r *rand.Rand, maxPix
 		w, h = m.W, m.H
 	}
 	pl := t.makePlan(w, h, r)
+	var box Box
 	if m == nil {
-		mw, mh := pl.minDecodeSize(w, h, t.Size)
 		var err error
-		m, err = p.dec.Decode(b, DecodeOptions{MaxPixels: maxPixels, MinW: mw, MinH: mh}, p.pix)
-		if err != nil {
+		if m, box, err = p.decodeFor(b, w, h, &pl, t.Size, maxPixels); err != nil {
 			return nil, 0, plan{}, err
 		}
-		p.pix = m.Pix
+	} else {
+		box = pl.box
 	}
 	if m.W <= 0 || m.H <= 0 {
 		return nil, 0, plan{}, fmt.Errorf("%w: zero size", ErrCorrupt)
 	}
-	box := pl.box.Scaled(float64(m.W)/float64(w), float64(m.H)/float64(h))
 	n := t.Size * t.Size * m.C
 	p.crop = grow(p.crop, n)
 	p.rs.Resample(m, box, t.Size, t.Size, p.crop)
 	return p.crop, m.C, pl, nil
+}
+
+// decodeFor decodes what the plan's crop box needs of the w x h image b: for a whole baseline or
+// progressive RGB/gray JPEG, only the rows and (to the iMCU) columns the resampler reads, at the
+// smallest DCT scale that keeps Size pixels per side; otherwise the whole image (PNG, CMYK, a file
+// without its end marker, or one libjpeg's scanline API refuses, which the full decoder then
+// reports). It returns the decoded pixels and the crop box in their coordinates.
+func (p *Processor) decodeFor(b []byte, w, h int, pl *plan, size, maxPixels int) (*Image, Box, error) {
+	mw, mh := pl.minDecodeSize(w, h, size)
+	if !p.DecodeWhole && Sniff(b) == FormatJPEG && hasEOI(b) {
+		if hdr, err := p.dec.tj.header(b); err == nil && !hdr.cmyk && hdr.w == w && hdr.h == h {
+			s := pickScale(w, h, mw, mh)
+			sw, sh := s.apply(w), s.apply(h)
+			box := pl.box.Scaled(float64(sw)/float64(w), float64(sh)/float64(h))
+			win := window(box, sw, sh, size)
+			c := 3
+			if hdr.gray {
+				c = 1
+			}
+			m, x0, err := p.reg.decode(b, s, sw, win, c, p.pix)
+			if err == nil {
+				p.pix = m.Pix
+				m.SrcW, m.SrcH = w, h
+				return m, Box{box.X0 - float64(x0), box.Y0 - float64(win.y0), box.X1 - float64(x0), box.Y1 - float64(win.y0)}, nil
+			}
+		}
+	}
+	m, err := p.dec.Decode(b, DecodeOptions{MaxPixels: maxPixels, MinW: mw, MinH: mh}, p.pix)
+	if err != nil {
+		return nil, Box{}, err
+	}
+	p.pix = m.Pix
+	return m, pl.box.Scaled(float64(m.W)/float64(w), float64(m.H)/float64(h)), nil
 }
 
 // Tensor decodes b and writes the transformed image as float32 CHW (Channels x Size x Size) into

@@ -14,6 +14,7 @@ func newBenchCmd() *cobra.Command {
 		newBenchPredictCmd(),
 		newBenchSearchCmd(),
 		newBenchDecodeCmd(),
+		newBenchEmbedCmd(),
 		newBenchServeCmd(),
 	)
 	return cmd

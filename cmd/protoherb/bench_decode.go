@@ -1,8 +1,11 @@
 package main
 
 import (
+	_ "embed"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -22,6 +25,9 @@ func newBenchDecodeCmd() *cobra.Command {
 		size, resize, workers int
 		generate, passes      int
 		tensor                bool
+		python                string
+		rounds                int
+		whole                 bool
 		quietWait             time.Duration
 		tries                 int
 	)
@@ -76,72 +82,39 @@ func newBenchDecodeCmd() *cobra.Command {
 			fmt.Fprintf(out, "# %d JPEGs %dx%d, mean %.0f KiB; %s to %d (shorter side %d); %d workers x %d passes\n",
 				len(blobs), m.W, m.H, float64(total)/float64(len(blobs))/1024, what, size, resize, workers, passes)
 			fmt.Fprintf(out, "# load average before: %s\n", loadAvg())
-			run := func(w int, n int) error {
-				p, err := imageio.NewProcessor()
+			dc := decodeConfig{blobs: blobs, tr: tr, tensor: tensor, whole: whole, workers: workers, passes: passes}
+			if err := dc.run(0, min(len(blobs), 8)); err != nil { // warm-up
+				return err
+			}
+			// Alternate protoherb and PIL rounds so that both see the same drift of the shared
+			// machine's load; report the median round of each and the median of the rounds' ratios.
+			var rates, refs, ratios, cpuRatios []float64
+			for r := range max(rounds, 1) {
+				rate, cpu, foreign, err := dc.timed(out, tries, quietWait)
 				if err != nil {
 					return err
 				}
-				defer p.Close()
-				buf := make([]float32, 3*size*size)
-				for k := 0; k < n; k++ {
-					b := blobs[(k+w*7)%len(blobs)]
-					if tensor {
-						err = p.Tensor(b, &tr, nil, 0, 0, buf)
-					} else {
-						_, _, err = p.Crop(b, &tr, nil, 0)
-					}
-					if err != nil {
-						return err
-					}
+				fmt.Fprintf(out, "round %d: protoherb %.0f images/s (%.0f per worker), %.2f ms CPU per image; foreign CPU load during the run %.0f%%\n",
+					r+1, rate, rate/float64(workers), cpu, foreign*100)
+				rates = append(rates, rate)
+				if python == "" || tensor {
+					continue
 				}
-				return nil
+				ref, refCPU, err := pilReference(out, python, dir, size, resize, workers, passes)
+				if err != nil {
+					fmt.Fprintf(out, "# PIL reference skipped: %v\n", err)
+					python = ""
+					continue
+				}
+				refs, ratios, cpuRatios = append(refs, ref), append(ratios, rate/ref), append(cpuRatios, refCPU/cpu)
+				fmt.Fprintf(out, "round %d: protoherb / PIL draft: %.2f× in images/s (%.0f against %.0f, %d workers each), %.2f× in CPU per image (%.2f against %.2f ms)\n",
+					r+1, rate/ref, rate, ref, workers, refCPU/cpu, cpu, refCPU)
 			}
-			if err := run(0, min(len(blobs), 8)); err != nil { // warm-up
-				return err
+			rate := median(rates)
+			if len(ratios) > 0 {
+				fmt.Fprintf(out, "protoherb / PIL draft, median of %d alternating rounds: %.2f× in images/s (medians %.0f and %.0f), %.2f× in CPU per image\n",
+					len(ratios), median(ratios), rate, median(refs), median(cpuRatios))
 			}
-			perWorker := len(blobs) * passes
-			// Measure when the shared machine is quiet; retry under foreign load and keep the cleanest.
-			type try struct{ el, foreign float64 }
-			var best *try
-			for t := 0; t < max(tries, 1); t++ {
-				if waited := waitQuiet(quietWait); waited > 2*time.Second {
-					fmt.Fprintf(out, "# waited %.0f s for a quiet machine\n", waited.Seconds())
-				}
-				busy0, all0 := procStat()
-				own0 := ownCPU()
-				t0 := time.Now()
-				var wg sync.WaitGroup
-				errs := make([]error, workers)
-				for w := 0; w < workers; w++ {
-					wg.Add(1)
-					go func() { defer wg.Done(); errs[w] = run(w, perWorker) }()
-				}
-				wg.Wait()
-				el := time.Since(t0).Seconds()
-				busy1, all1 := procStat()
-				own := ownCPU() - own0
-				for _, e := range errs {
-					if e != nil {
-						return e
-					}
-				}
-				foreign := 0.0
-				if all1 > all0 {
-					foreign = max(0, (float64(busy1-busy0)-own*clkTck)/float64(all1-all0))
-				}
-				if best == nil || foreign < best.foreign {
-					best = &try{el, foreign}
-				}
-				if foreign <= 0.05 {
-					break
-				}
-				fmt.Fprintf(out, "# foreign CPU load %.0f%% during the run; retrying\n", foreign*100)
-			}
-			el, foreign := best.el, best.foreign
-			n := perWorker * workers
-			rate := float64(n) / el
-			fmt.Fprintf(out, "# %d images in %.2f s: %.2f ms/image/worker, %.0f images/s per worker; foreign CPU load during the run %.0f%%\n",
-				n, el, el*1e3*float64(workers)/float64(n), rate/float64(workers), foreign*100)
 			fmt.Fprintf(out, "decode: %.0f images/s\n", rate)
 			return nil
 		},
@@ -152,10 +125,117 @@ func newBenchDecodeCmd() *cobra.Command {
 	cmd.Flags().IntVar(&workers, "workers", 1, "parallel decoding goroutines")
 	cmd.Flags().IntVar(&generate, "generate", 0, "first write this many synthetic 1024x1536 quality-90 JPEGs into --dir (if it has fewer)")
 	cmd.Flags().IntVar(&passes, "passes", 5, "passes over the files per worker")
+	cmd.Flags().IntVar(&rounds, "rounds", 1, "alternate this many protoherb and PIL measurements")
+	cmd.Flags().BoolVar(&whole, "whole", false, "decode whole images at the DCT scale (the path before region decoding), for comparison")
 	cmd.Flags().DurationVar(&quietWait, "quiet-wait", 60*time.Second, "before each try, wait up to this long for other processes to use under 8% of the CPUs")
 	cmd.Flags().IntVar(&tries, "tries", 3, "measure up to this many times while other load exceeds 5%, keeping the cleanest")
+	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "Python with PIL for the reference run (PIL draft decode + bilinear resize in --workers processes on the same files); empty skips it")
 	cmd.Flags().BoolVar(&tensor, "tensor", false, "also convert to normalised float32 CHW (the loader's full work)")
 	return cmd
+}
+
+// decodeConfig is one decode benchmark: the files in memory and what to do with each.
+type decodeConfig struct {
+	blobs           [][]byte
+	tr              imageio.Transform
+	tensor, whole   bool
+	workers, passes int
+}
+
+// run decodes n images on one worker (worker w starts at a different file).
+func (dc *decodeConfig) run(w, n int) error {
+	p, err := imageio.NewProcessor()
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	p.DecodeWhole = dc.whole
+	size := dc.tr.Size
+	buf := make([]float32, 3*size*size)
+	for k := 0; k < n; k++ {
+		b := dc.blobs[(k+w*7)%len(dc.blobs)]
+		if dc.tensor {
+			err = p.Tensor(b, &dc.tr, nil, 0, 0, buf)
+		} else {
+			_, _, err = p.Crop(b, &dc.tr, nil, 0)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// timed runs every worker over passes × the files and returns images/s and the CPU share other
+// processes used meanwhile; under foreign load it retries (up to tries) and keeps the cleanest.
+func (dc *decodeConfig) timed(out io.Writer, tries int, quietWait time.Duration) (rate, cpuMs, foreign float64, err error) {
+	perWorker := len(dc.blobs) * dc.passes
+	n := float64(perWorker * dc.workers)
+	bestEl, bestCPU, bestForeign := 0.0, 0.0, 2.0
+	for t := 0; t < max(tries, 1); t++ {
+		if waited := waitQuiet(quietWait); waited > 2*time.Second {
+			fmt.Fprintf(out, "# waited %.0f s for a quiet machine\n", waited.Seconds())
+		}
+		busy0, all0 := procStat()
+		own0 := ownCPU()
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		errs := make([]error, dc.workers)
+		for w := 0; w < dc.workers; w++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[w] = dc.run(w, perWorker) }()
+		}
+		wg.Wait()
+		el := time.Since(t0).Seconds()
+		busy1, all1 := procStat()
+		own := ownCPU() - own0
+		for _, e := range errs {
+			if e != nil {
+				return 0, 0, 0, e
+			}
+		}
+		foreign := 0.0
+		if all1 > all0 {
+			foreign = max(0, (float64(busy1-busy0)-own*clkTck)/float64(all1-all0))
+		}
+		if foreign < bestForeign {
+			bestEl, bestCPU, bestForeign = el, own, foreign
+		}
+		if foreign <= 0.05 {
+			break
+		}
+		if t+1 < tries {
+			fmt.Fprintf(out, "# foreign CPU load %.0f%% during the run; retrying\n", foreign*100)
+		}
+	}
+	return n / bestEl, bestCPU / n * 1e3, bestForeign, nil
+}
+
+// median returns the median of xs (sorted in place).
+func median(xs []float64) float64 {
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
+}
+
+// benchDecodePIL is PIL's side of the comparison (see --python).
+//
+//go:embed bench_decode_pil.py
+var benchDecodePIL string
+
+// pilReference times PIL's draft decoding with the same files, sizes, workers and passes: images/s
+// and CPU ms per image.
+func pilReference(out io.Writer, python, dir string, size, resize, workers, passes int) (float64, float64, error) {
+	if err := exec.Command(python, "-c", "import PIL").Run(); err != nil {
+		return 0, 0, fmt.Errorf("%s cannot import PIL (%v); install python3-pil", python, err)
+	}
+	fmt.Fprintf(out, "# PIL draft decode + resize, %d processes:\n", workers)
+	rate, text, err := pythonReference(out, python, "bench_decode_pil.py", benchDecodePIL, "pil:", nil,
+		dir, strconv.Itoa(size), strconv.Itoa(resize), strconv.Itoa(workers), strconv.Itoa(passes))
+	if err != nil {
+		return 0, 0, err
+	}
+	cpu, err := parseFigure(text, "pil-cpu:")
+	return rate, cpu, err
 }
 
 const clkTck = 100 // USER_HZ on Linux

@@ -1,0 +1,197 @@
+package main
+
+import (
+	_ "embed"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"protoherb/imageio"
+	"protoherb/infer"
+	"protoherb/nn"
+	"protoherb/torch"
+)
+
+// benchEmbedTorch is PyTorch's side of the comparison, run with --python.
+//
+//go:embed bench_embed_torch.py
+var benchEmbedTorch string
+
+// tunedMalloc is the torch shim's allocator setting (one arena, no mmap, pages kept) written for
+// glibc's tunables, so that PyTorch runs like for like.
+const tunedMalloc = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.arena_max=1:glibc.malloc.top_pad=67108864"
+
+type benchEmbedFlags struct {
+	backbone             string
+	size, batch, threads int
+	iters, warmup, chunk int
+	channelsLast         bool
+	python               string
+	pythonMalloc         string
+	seed                 uint64
+}
+
+func newBenchEmbedCmd() *cobra.Command {
+	var f benchEmbedFlags
+	cmd := &cobra.Command{
+		Use:   "embed",
+		Short: "Forward passes per second of a backbone (eval, no-grad, random input), beside PyTorch's",
+		Long: `Times the forward passes "protoherb embed" runs (eval mode, no gradient, through the same
+embedder: input copied in, embeddings copied out) on random images of --batch x 3 x --image-size²,
+and prints the median over --iters batches after --warmup. In the same run it times PyTorch on the
+same model (torchvision's ResNet with fc removed, or the reference Conv-4) with --python
+(default /usr/bin/python3; skipped with a message when it lacks torch), with the same threads,
+batch, memory format and, unless --python-malloc default, the allocator settings protoherb's
+libtorch shim uses. Last line: "embed: X images/s".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runBenchEmbed(cmd.OutOrStdout(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.backbone, "backbone", "resnet18", "conv4, resnet12, resnet18 or resnet50")
+	fl.IntVar(&f.size, "image-size", 224, "input height and width (3 channels)")
+	fl.IntVar(&f.batch, "batch", 32, "images per forward call")
+	fl.IntVar(&f.threads, "threads", 0, "libtorch intra-op threads (0: number of cores)")
+	fl.IntVar(&f.iters, "iters", 10, "timed batches (the median is reported)")
+	fl.IntVar(&f.warmup, "warmup", 2, "untimed batches first")
+	fl.IntVar(&f.chunk, "chunk", 0, "most images per libtorch call inside a batch (0: the whole batch)")
+	fl.BoolVar(&f.channelsLast, "channels-last", false, "run convolutions on NHWC memory layout (both sides)")
+	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with torch (and torchvision) for the reference; empty skips it")
+	fl.StringVar(&f.pythonMalloc, "python-malloc", "tuned", "allocator for the PyTorch run: tuned (protoherb's settings, like for like) or default (glibc's)")
+	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the weights and input")
+	return cmd
+}
+
+func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
+	if f.size < 1 || f.batch < 1 || f.iters < 1 || f.warmup < 0 {
+		return fmt.Errorf("bench embed: need --image-size, --batch, --iters >= 1 and --warmup >= 0")
+	}
+	if f.pythonMalloc != "tuned" && f.pythonMalloc != "default" {
+		return fmt.Errorf("bench embed: --python-malloc %q: want tuned or default", f.pythonMalloc)
+	}
+	if f.threads <= 0 {
+		f.threads = runtime.NumCPU()
+	}
+	torch.SetNumThreads(f.threads)
+	if err := torch.ManualSeed(f.seed); err != nil {
+		return err
+	}
+	m, err := nn.New(nn.Config{Backbone: f.backbone, InChannels: 3, ImageSize: f.size, Device: torch.CPU, ChannelsLast: f.channelsLast})
+	if err != nil {
+		return fmt.Errorf("bench embed: %w", err)
+	}
+	e := infer.NewModelEmbedder(m, imageio.Transform{Size: f.size, Channels: 3})
+	defer e.Close()
+	e.Chunk = f.chunk
+	rng := rand.New(rand.NewPCG(f.seed, 3))
+	x := make([]float32, f.batch*3*f.size*f.size)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	fmt.Fprintf(out, "# %s %dpx batch=%d threads=%d channels-last=%v chunk=%d embed-dim=%d; load average %s\n",
+		f.backbone, f.size, f.batch, torch.NumThreads(), f.channelsLast, f.chunk, e.Dim(), loadAvg())
+	var ts []float64
+	for i := range f.warmup + f.iters {
+		t0 := time.Now()
+		if _, err := e.Embed(x, f.batch); err != nil {
+			return fmt.Errorf("bench embed: %w", err)
+		}
+		if i >= f.warmup {
+			ts = append(ts, time.Since(t0).Seconds())
+		}
+	}
+	slices.Sort(ts)
+	med := ts[len(ts)/2]
+	rate := float64(f.batch) / med
+	fmt.Fprintf(out, "protoherb: median %.1f ms/batch (min %.1f, max %.1f, %d batches) = %.1f images/s\n",
+		med*1e3, ts[0]*1e3, ts[len(ts)-1]*1e3, f.iters, rate)
+	if ref, err := torchReference(out, f); err != nil {
+		fmt.Fprintf(out, "# PyTorch reference skipped: %v\n", err)
+	} else {
+		fmt.Fprintf(out, "protoherb / PyTorch: %.2f× (%.1f against %.1f images/s, same run)\n", rate/ref, rate, ref)
+	}
+	fmt.Fprintf(out, "embed: %.1f images/s\n", rate)
+	return nil
+}
+
+// torchReference runs the embedded PyTorch script with f's settings and returns its images/s.
+func torchReference(out io.Writer, f benchEmbedFlags) (float64, error) {
+	if f.python == "" {
+		return 0, fmt.Errorf("no --python")
+	}
+	if f.backbone != "conv4" && f.backbone != "resnet18" && f.backbone != "resnet50" {
+		return 0, fmt.Errorf("%s has no PyTorch counterpart in the reference script", f.backbone)
+	}
+	if err := exec.Command(f.python, "-c", "import torch, torchvision").Run(); err != nil {
+		return 0, fmt.Errorf("%s cannot import torch and torchvision (%v); install python3-torch python3-torchvision", f.python, err)
+	}
+	cl := "0"
+	if f.channelsLast {
+		cl = "1"
+	}
+	var env []string
+	if f.pythonMalloc == "tuned" {
+		env = append(env, "GLIBC_TUNABLES="+tunedMalloc)
+	}
+	fmt.Fprintf(out, "# PyTorch (allocator %s):\n", f.pythonMalloc)
+	v, _, err := pythonReference(out, f.python, "bench_embed_torch.py", benchEmbedTorch, "torch:", env,
+		strconv.Itoa(f.threads), f.backbone, strconv.Itoa(f.size), strconv.Itoa(f.batch), cl,
+		strconv.Itoa(f.iters), strconv.Itoa(f.warmup))
+	return v, err
+}
+
+// pythonReference writes a reference script to a temporary folder, runs it with python (extra
+// environment env), copies its output to out as comments and returns the value of its last line
+// "name value unit", and the whole output.
+func pythonReference(out io.Writer, python, file, script, name string, env []string, args ...string) (float64, string, error) {
+	dir, err := os.MkdirTemp("", "protoherb-bench-ref-")
+	if err != nil {
+		return 0, "", err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, file)
+	if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
+		return 0, "", err
+	}
+	c := exec.Command(python, append([]string{path}, args...)...)
+	c.Env = append(os.Environ(), env...)
+	b, err := c.CombinedOutput()
+	if err != nil {
+		return 0, "", fmt.Errorf("%s %s: %v: %s", python, file, err, strings.TrimSpace(string(b)))
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		fmt.Fprintf(out, "#   %s\n", l)
+	}
+	v, err := parseFigure(string(b), name)
+	return v, string(b), err
+}
+
+// parseFigure reads the value of the last line "name value unit" of a benchmark's output.
+func parseFigure(s, name string) (float64, error) {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(lines[i]), name)
+		if !ok {
+			continue
+		}
+		fs := strings.Fields(rest)
+		if len(fs) == 0 {
+			break
+		}
+		v, err := strconv.ParseFloat(fs[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("line %q: %w", lines[i], err)
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("no line %q in the output", name+" value")
+}
