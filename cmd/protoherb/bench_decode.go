@@ -38,7 +38,7 @@ func newBenchDecodeCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
 			if dir == "" {
-				return fmt.Errorf("--dir is required")
+				return usageErrorf("--dir is required")
 			}
 			if generate > 0 {
 				paths, _ := filepath.Glob(filepath.Join(dir, "*.jpg"))

@@ -84,10 +84,10 @@ func newDataCacheCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			policy, err := imageio.ParseBadPolicy(onBad)
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			if out == "" {
-				return fmt.Errorf("--out is required")
+				return usageErrorf("--out is required")
 			}
 			d, err := df.open()
 			if err != nil {

@@ -23,7 +23,7 @@ Writes DIR/report.md with PNG charts; needs no download and runs in minutes on 2
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if c.Out == "" {
-				return fmt.Errorf("--out is required")
+				return usageErrorf("--out is required")
 			}
 			c.Log = cmd.OutOrStdout()
 			res, err := demo.Run(cmd.Context(), c)

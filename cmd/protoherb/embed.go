@@ -45,7 +45,7 @@ func (m *modelFlags) register(f *pflag.FlagSet, split string) {
 // embedder opens the model; close frees it.
 func (m *modelFlags) embedder() (*infer.ModelEmbedder, string, error) {
 	if m.model == "" {
-		return nil, "", fmt.Errorf("--model is required")
+		return nil, "", usageErrorf("--model is required")
 	}
 	dev, err := torch.ParseDevice(m.device)
 	if err != nil {
@@ -90,7 +90,7 @@ func parseShard(s string) (i, n int, err error) {
 
 func openData(m *modelFlags) (*dataset.Dataset, error) {
 	if m.data == "" {
-		return nil, fmt.Errorf("--data is required")
+		return nil, usageErrorf("--data is required")
 	}
 	return dataset.Open(m.data, dataset.Options{Format: m.format, Split: m.split})
 }
@@ -142,7 +142,7 @@ func newEmbedCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
-				return fmt.Errorf("--out is required")
+				return usageErrorf("--out is required")
 			}
 			e, err := embedDataset(cmd.Context(), &m, shard, quiet)
 			if err != nil {

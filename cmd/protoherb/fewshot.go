@@ -24,7 +24,7 @@ every combination is evaluated, and every distinct image is embedded once, in ev
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Model == "" || o.Data == "" {
-				return fmt.Errorf("fewshot: --model and --data are required")
+				return usageErrorf("fewshot: --model and --data are required")
 			}
 			o.Bar.Quiet = quiet
 			r, err := train.FewShot(cmd.Context(), o)

@@ -31,7 +31,7 @@ func newPredictCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
 			if protos == "" || out == "" {
-				return fmt.Errorf("--prototypes and --out are required")
+				return usageErrorf("--prototypes and --out are required")
 			}
 			if (embs == "") == (m.model == "") {
 				return fmt.Errorf("give either --embeddings or --model with --data")

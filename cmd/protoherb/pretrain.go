@@ -17,6 +17,6 @@ accuracy on a stratified --val-frac of the images (at most 5,000). The checkpoin
 "protoherb train --init RUN_DIR" starts from.
 
 Every option can come from --config run.yaml (keys are the flag names); flags given on the command
-line win. --resume RUN_DIR continues exactly; Ctrl-C saves a checkpoint and exits.`,
+line win. --resume RUN_DIR continues exactly; Ctrl-C (SIGTERM) saves a checkpoint and exits 130 (143).`,
 	})
 }

@@ -107,7 +107,7 @@ func newPrototypesCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
-				return fmt.Errorf("--out is required")
+				return usageErrorf("--out is required")
 			}
 			build, err := b.apply(cmd.Flags(), proto.Build{})
 			if err != nil {
@@ -201,7 +201,7 @@ func newPrototypesMergeCmd() *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
-				return fmt.Errorf("--out is required")
+				return usageErrorf("--out is required")
 			}
 			var stores []*proto.Store
 			for _, a := range args {
@@ -238,7 +238,7 @@ func newPrototypesAddCmd() *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if path == "" || name == "" {
-				return fmt.Errorf("--prototypes and --class are required")
+				return usageErrorf("--prototypes and --class are required")
 			}
 			s, err := proto.Load(path)
 			if err != nil {

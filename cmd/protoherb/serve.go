@@ -51,7 +51,7 @@ to try the page without a trained model.`,
 				f = serve.Files{Model: d.Model, Prototypes: d.Prototypes, Index: d.Index, ImagesRoot: d.ImagesRoot, TokenFile: f.TokenFile}
 			}
 			if f.Model == "" || f.Prototypes == "" {
-				return fmt.Errorf("serve: --model and --prototypes are required (or --demo DIR)")
+				return usageErrorf("serve: --model and --prototypes are required (or --demo DIR)")
 			}
 			f.Build = b.edit(cmd.Flags())
 			cfg.MaxUploadBytes = int64(maxUploadMB) << 20

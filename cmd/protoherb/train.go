@@ -23,7 +23,7 @@ classes) and keeps the best checkpoint in RUN_DIR/best.
 
 Every option can come from --config run.yaml (keys are the flag names); flags given on the command
 line win. --resume RUN_DIR continues a run exactly from its newest checkpoint (with its saved
-config; flags given override it). Ctrl-C saves a checkpoint and exits.
+config; flags given override it). Ctrl-C (SIGTERM) saves a checkpoint and exits 130 (143).
 
 Omniglot, the paper's recipe:
   protoherb train --data ../shared/data/omniglot --val-split val --run-dir runs/omniglot`,
@@ -45,6 +45,9 @@ func newRunCmd(mode string, cmd *cobra.Command) *cobra.Command {
 		c, err := effectiveConfig(cmd, &cfg, mode, configFile, resume)
 		if err != nil {
 			return err
+		}
+		if err := c.Validate(); err != nil {
+			return usageError{err}
 		}
 		opt := train.Options{Resume: resume != ""}
 		opt.Bar.Quiet = quiet
