@@ -35,6 +35,8 @@ type BenchOptions struct {
 	Spec  infer.ModelSpec
 	// Images are the query images (JPEG/PNG bytes), used round-robin.
 	Images [][]byte
+	// Mixes: each client level runs under each load mix (MixNormal, MixBombs, MixStalled).
+	Mixes  []string
 	Config Config
 	Out    io.Writer
 }
@@ -48,6 +50,11 @@ type BenchLevel struct {
 	MeanBatch         float64
 	Enrolments        int
 	EnrolErrors       int
+	// Mix is the load mix; Abusive the abusive requests sent, AbusiveRefused those refused or
+	// cut off; PeakRSS the process's peak resident bytes during the run (server and clients).
+	Mix                     string
+	Abusive, AbusiveRefused int
+	PeakRSS                 int64
 }
 
 // BenchReport is the whole load test.
@@ -140,16 +147,23 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 			return nil, fmt.Errorf("bench serve: warm-up: %w", err)
 		}
 	}
+	runs, imgs, err := benchRuns(o.Mixes, o.Clients)
+	if err != nil {
+		return nil, err
+	}
 	enrolled := map[string]int{} // acknowledged specimens per species
 	var enrolMu sync.Mutex
 	rep := &BenchReport{}
-	for _, c := range o.Clients {
+	for _, run := range runs {
+		c := run.clients
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
 		b0, n0 := s.batchTotals()
 		lctx, cancel := context.WithTimeout(ctx, o.Duration)
+		resetPeakRSS()
 		start := time.Now()
+		ab := startAbuse(lctx, run.mix, base, client, imgs)
 		lat := make([][]time.Duration, c)
 		var errs, enrols, enrolErrs atomic.Int64
 		var wg sync.WaitGroup
@@ -193,19 +207,22 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 		}
 		wg.Wait()
 		cancel()
+		ab.stop()
 		el := time.Since(start)
 		all := slices.Concat(lat...)
 		slices.Sort(all)
 		b1, n1 := s.batchTotals()
 		lv := BenchLevel{Clients: c, Requests: len(all), Errors: int(errs.Load()),
 			RequestsPerSecond: float64(len(all)) / el.Seconds(), P50: pct(all, 50), P95: pct(all, 95), P99: pct(all, 99),
-			Enrolments: int(enrols.Load()), EnrolErrors: int(enrolErrs.Load())}
+			Enrolments: int(enrols.Load()), EnrolErrors: int(enrolErrs.Load()),
+			Mix: run.mix, Abusive: int(ab.sent.Load()), AbusiveRefused: int(ab.refused.Load()), PeakRSS: peakRSS()}
 		if b1 > b0 {
 			lv.MeanBatch = (n1 - n0) / (b1 - b0)
 		}
 		rep.Levels = append(rep.Levels, lv)
-		fmt.Fprintf(o.Out, "clients=%d requests=%d errors=%d requests/s=%.1f p50=%s p95=%s p99=%s mean-batch=%.1f enrolments=%d enrol-errors=%d\n",
-			c, lv.Requests, lv.Errors, lv.RequestsPerSecond, ms(lv.P50), ms(lv.P95), ms(lv.P99), lv.MeanBatch, lv.Enrolments, lv.EnrolErrors)
+		fmt.Fprintf(o.Out, "mix=%s clients=%d requests=%d errors=%d requests/s=%.1f p50=%s p95=%s p99=%s mean-batch=%.1f enrolments=%d enrol-errors=%d abusive=%d abusive-refused=%d peak-rss=%dMiB\n",
+			run.mix, c, lv.Requests, lv.Errors, lv.RequestsPerSecond, ms(lv.P50), ms(lv.P95), ms(lv.P99), lv.MeanBatch, lv.Enrolments, lv.EnrolErrors,
+			lv.Abusive, lv.AbusiveRefused, lv.PeakRSS>>20)
 	}
 	// No acknowledged enrolment may be missing: live, then from the file.
 	live := map[string]int64{}

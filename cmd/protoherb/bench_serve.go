@@ -27,7 +27,8 @@ func newBenchServeCmd() *cobra.Command {
 		Short: "Load test of protoherb serve on 127.0.0.1: requests/s, p50/p95/p99 latency, errors, lost enrolments",
 		Long: `Starts the server on 127.0.0.1 and drives POST /v1/identify with C concurrent clients for
 --duration at each --clients level, while --enrol-clients enrol specimens; then checks that no
-acknowledged enrolment is missing (live and after reloading the prototype file).
+acknowledged enrolment is missing (live and after reloading the prototype file). --mix adds abusive
+clients next to that load (bombs, stalled) and reports each run's peak RSS.
 
 Without --model it serves a generated demo (--backbone, random weights, --image-size input, generated
 specimen sheets of 320×480). The last line is "serve: X requests/s" at the highest client count.`,
@@ -67,8 +68,8 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 				o.Images = append(o.Images, b)
 			}
 			o.Out = out
-			fmt.Fprintf(out, "clients=%v duration=%s enrol-clients=%d max-batch=%d batch-window=%s forward-chunk=%d channels-last=%v torch-threads=%d images=%d\n",
-				o.Clients, o.Duration, o.EnrolClients, o.Config.MaxBatch, o.Config.BatchWindow, o.Spec.Chunk, o.Spec.ChannelsLast, torch.NumThreads(), len(o.Images))
+			fmt.Fprintf(out, "mixes=%v clients=%v duration=%s enrol-clients=%d max-batch=%d batch-window=%s forward-chunk=%d channels-last=%v torch-threads=%d images=%d\n",
+				o.Mixes, o.Clients, o.Duration, o.EnrolClients, o.Config.MaxBatch, o.Config.BatchWindow, o.Spec.Chunk, o.Spec.ChannelsLast, torch.NumThreads(), len(o.Images))
 			rep, err := serve.Bench(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -76,9 +77,10 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 			if rep.Lost > 0 {
 				return fmt.Errorf("bench serve: %d enrolments lost", rep.Lost)
 			}
-			last := rep.Levels[len(rep.Levels)-1]
-			first := rep.Levels[0]
-			if len(rep.Levels) > 1 && first.RequestsPerSecond > 0 {
+			// The headline is the first mix's (normal by default); the others are printed above.
+			levels := rep.Levels[:len(o.Clients)]
+			last, first := levels[len(levels)-1], levels[0]
+			if len(levels) > 1 && first.RequestsPerSecond > 0 {
 				fmt.Fprintf(out, "scaling: %.2f× requests/s at %d clients vs %d\n", last.RequestsPerSecond/first.RequestsPerSecond, last.Clients, first.Clients)
 			}
 			fmt.Fprintf(out, "serve: %.1f requests/s\n", last.RequestsPerSecond)
@@ -88,6 +90,7 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 	fl := cmd.Flags()
 	fl.IntSliceVar(&o.Clients, "clients", []int{1, 32}, "concurrent identify clients, one run per value (ascending)")
 	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each run")
+	fl.StringSliceVar(&o.Mixes, "mix", []string{serve.MixNormal}, "load mixes, each run at every --clients level: normal, bombs (decompression bombs and huge PNGs next to the load), stalled (130 stalled uploads next to the load)")
 	fl.IntVar(&o.EnrolClients, "enrol-clients", 2, "clients enrolling specimens during each run")
 	fl.DurationVar(&o.EnrolPause, "enrol-pause", 100*time.Millisecond, "pause between one client's enrolments")
 	fl.StringVar(&o.Files.Model, "model", "", "model to serve (default: a generated Conv-4 demo)")
