@@ -23,7 +23,6 @@ import (
 	"protoherb/proto"
 	"protoherb/search"
 	"protoherb/synth"
-	"protoherb/torch"
 	"protoherb/train"
 )
 
@@ -92,7 +91,7 @@ type Result struct {
 	Elapsed     time.Duration
 }
 
-// Run executes the demo.
+// Run executes the demo. Its caller sets libtorch's threads (cfg.Threads) and seeds it (cfg.Seed).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.defaults()
 	if cfg.Out == "" {
@@ -102,7 +101,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
-	torch.SetNumThreads(cfg.Threads)
 	bar := progress.Options{Quiet: cfg.Quiet}
 	res := &Result{Data: filepath.Join(cfg.Out, "data"), PretrainRun: filepath.Join(cfg.Out, "runs", "pretrain"),
 		TrainRun: filepath.Join(cfg.Out, "runs", "train")}

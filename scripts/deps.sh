@@ -5,12 +5,13 @@ set -euo pipefail
 
 # Debian packages protoherb builds, tests and runs with:
 #   libtorch-dev        the tensor engine (CPU libtorch 1.13.1 with oneDNN)
+#   libgloo-dev         headers of Gloo, the collectives libtorch's c10d ProcessGroupGloo runs on (distributed training)
 #   libturbojpeg0-dev   JPEG decoding with DCT-domain scaling
 #   libjpeg62-turbo-dev jpeglib.h: decoding only the rows and columns a crop needs
 #   libopenblas0-pthread  a fast system BLAS for libtorch's matrix products (reference BLAS is ~25x slower)
 #   chromium            headless browser for the web page's end-to-end test
 #   git, gcc, g++, make, pkg-config: the cgo toolchain
-PKGS=(libtorch-dev libturbojpeg0-dev libjpeg62-turbo-dev libopenblas0-pthread chromium g++ gcc make git)
+PKGS=(libtorch-dev libgloo-dev libturbojpeg0-dev libjpeg62-turbo-dev libopenblas0-pthread chromium g++ gcc make git)
 # Optional extras with PROTOHERB_DEPS_EXTRA=1: python3-torch for regenerating test fixtures.
 if [[ "${PROTOHERB_DEPS_EXTRA:-0}" == 1 ]]; then PKGS+=(python3-torch python3-numpy); fi
 

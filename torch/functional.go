@@ -43,7 +43,7 @@ func Conv2d(x, w, b *Tensor, o Conv2dOptions) *Tensor {
 	pad := o.Padding
 	var h C.pt_tensor
 	e := C.pt_conv2d(x.h, w.h, handle(b), int64s(stride[:]), int64s(pad[:]), int64s(dil[:]), C.int64_t(groups), &h)
-	return result("conv2d", h, e, x, w, b)
+	return result("conv2d", &h, e, x, w, b)
 }
 
 // BatchNorm normalises x over (N,H,W) per channel. In training mode it uses batch statistics and
@@ -65,7 +65,7 @@ func BatchNorm(x, weight, bias, runningMean, runningVar *Tensor, training bool, 
 	var h C.pt_tensor
 	e := C.pt_batch_norm(x.h, handle(weight), handle(bias), handle(runningMean), handle(runningVar), C.int(tr),
 		C.double(momentum), C.double(eps), &h)
-	return result("batch_norm", h, e, x, weight, bias)
+	return result("batch_norm", &h, e, x, weight, bias)
 }
 
 // MaxPool2d takes the maximum over kernel windows; stride 0 means stride = kernel.
@@ -82,7 +82,7 @@ func MaxPool2d(x *Tensor, kernel, stride, padding int64, ceilMode bool) *Tensor 
 		cm = 1
 	}
 	var h C.pt_tensor
-	return result("max_pool2d", h, C.pt_max_pool2d(x.h, int64s(k), int64s(s), int64s(p), C.int(cm), &h), x)
+	return result("max_pool2d", &h, C.pt_max_pool2d(x.h, int64s(k), int64s(s), int64s(p), C.int(cm), &h), x)
 }
 
 // AvgPool2d averages over kernel windows; stride 0 means stride = kernel.
@@ -95,7 +95,7 @@ func AvgPool2d(x *Tensor, kernel, stride, padding int64) *Tensor {
 	}
 	k, s, p := []int64{kernel, kernel}, []int64{stride, stride}, []int64{padding, padding}
 	var h C.pt_tensor
-	return result("avg_pool2d", h, C.pt_avg_pool2d(x.h, int64s(k), int64s(s), int64s(p), &h), x)
+	return result("avg_pool2d", &h, C.pt_avg_pool2d(x.h, int64s(k), int64s(s), int64s(p), &h), x)
 }
 
 // AdaptiveAvgPool2d averages x down to an outH × outW grid.
@@ -104,7 +104,7 @@ func AdaptiveAvgPool2d(x *Tensor, outH, outW int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("adaptive_avg_pool2d", h, C.pt_adaptive_avg_pool2d(x.h, C.int64_t(outH), C.int64_t(outW), &h), x)
+	return result("adaptive_avg_pool2d", &h, C.pt_adaptive_avg_pool2d(x.h, C.int64_t(outH), C.int64_t(outW), &h), x)
 }
 
 // Linear returns x @ wᵀ + b with w [out,in]; b may be nil.
@@ -116,7 +116,7 @@ func Linear(x, w, b *Tensor) *Tensor {
 		return errTensor(b.Err())
 	}
 	var h C.pt_tensor
-	return result("linear", h, C.pt_linear(x.h, w.h, handle(b), &h), x, w, b)
+	return result("linear", &h, C.pt_linear(x.h, w.h, handle(b), &h), x, w, b)
 }
 
 // Dropout zeroes elements with probability p during training and rescales the rest.
@@ -129,7 +129,7 @@ func Dropout(x *Tensor, p float64, training bool) *Tensor {
 		tr = 1
 	}
 	var h C.pt_tensor
-	return result("dropout", h, C.pt_dropout(x.h, C.double(p), C.int(tr), &h), x)
+	return result("dropout", &h, C.pt_dropout(x.h, C.double(p), C.int(tr), &h), x)
 }
 
 // CrossEntropy is softmax cross-entropy between logits [N,C] and int64 class targets [N], with
@@ -140,7 +140,7 @@ func CrossEntropy(logits, target *Tensor, labelSmoothing float64, red Reduction)
 	}
 	var h C.pt_tensor
 	e := C.pt_cross_entropy(logits.h, target.h, C.double(labelSmoothing), C.int(red), &h)
-	return result("cross_entropy", h, e, logits, target)
+	return result("cross_entropy", &h, e, logits, target)
 }
 
 // NLLLoss is the negative log-likelihood of int64 targets under log-probabilities logp [N,C].
@@ -149,7 +149,7 @@ func NLLLoss(logp, target *Tensor, red Reduction) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("nll_loss", h, C.pt_nll_loss(logp.h, target.h, C.int(red), &h), logp, target)
+	return result("nll_loss", &h, C.pt_nll_loss(logp.h, target.h, C.int(red), &h), logp, target)
 }
 
 // Normalize divides x by its p-norm along dim (at least eps).
@@ -158,7 +158,7 @@ func Normalize(x *Tensor, p float64, dim int64, eps float64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("normalize", h, C.pt_normalize(x.h, C.double(p), C.int64_t(dim), C.double(eps), &h), x)
+	return result("normalize", &h, C.pt_normalize(x.h, C.double(p), C.int64_t(dim), C.double(eps), &h), x)
 }
 
 // CosineSimilarity returns the cosine of the angle between a and b along dim (broadcasting).
@@ -167,7 +167,7 @@ func CosineSimilarity(a, b *Tensor, dim int64, eps float64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("cosine_similarity", h, C.pt_cosine_similarity(a.h, b.h, C.int64_t(dim), C.double(eps), &h), a, b)
+	return result("cosine_similarity", &h, C.pt_cosine_similarity(a.h, b.h, C.int64_t(dim), C.double(eps), &h), a, b)
 }
 
 // SquaredDistances returns the pairwise squared euclidean distances between the rows of a [N,D] and
@@ -177,7 +177,7 @@ func SquaredDistances(a, b *Tensor) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("sq_dist", h, C.pt_sq_dist(a.h, b.h, &h), a, b)
+	return result("sq_dist", &h, C.pt_sq_dist(a.h, b.h, &h), a, b)
 }
 
 // PairwiseCosine returns the cosine similarity between every row of a [N,D] and of b [M,D] as [N,M].

@@ -42,7 +42,7 @@ func (s *ScriptModule) Forward(x *Tensor) *Tensor {
 		return errTensor(&Error{Op: "jit_forward", Msg: "module closed"})
 	}
 	var h C.pt_tensor
-	return result("jit_forward "+s.path, h, C.pt_jit_forward(s.m, x.h, &h), x)
+	return result("jit_forward "+s.path, &h, C.pt_jit_forward(s.m, x.h, &h), x)
 }
 
 // Train switches training mode (batch norm statistics, dropout) on or off.

@@ -6,75 +6,80 @@ package torch
 */
 import "C"
 
-// Op codes shared with shim.cpp.
+// Op codes: the enums in shim.h, the one definition shim.cpp switches on.
 const (
-	opRelu = iota
-	opSqrt
-	opExp
-	opLog
-	opNeg
-	opSigmoid
-	opTanh
-	opAbs
-	opSquare
-	opDetach
-	opClone
-	opAllFinite
-	opLeakyRelu
-	opZerosLike
-	opOnesLike
+	opRelu      = C.PT_U_RELU
+	opSqrt      = C.PT_U_SQRT
+	opExp       = C.PT_U_EXP
+	opLog       = C.PT_U_LOG
+	opNeg       = C.PT_U_NEG
+	opSigmoid   = C.PT_U_SIGMOID
+	opTanh      = C.PT_U_TANH
+	opAbs       = C.PT_U_ABS
+	opSquare    = C.PT_U_SQUARE
+	opDetach    = C.PT_U_DETACH
+	opClone     = C.PT_U_CLONE
+	opAllFinite = C.PT_U_ALL_FINITE
+	opLeakyRelu = C.PT_U_LEAKY_RELU
+	opZerosLike = C.PT_U_ZEROS_LIKE
+	opOnesLike  = C.PT_U_ONES_LIKE
 )
 
 const (
-	opAdd = iota
-	opSub
-	opMul
-	opDiv
-	opMatmul
-	opMm
-	opPow
-	opEq
-	opMaximum
-	opMinimum
-	opBmm
-	opGt
-	opLt
+	opAdd     = C.PT_B_ADD
+	opSub     = C.PT_B_SUB
+	opMul     = C.PT_B_MUL
+	opDiv     = C.PT_B_DIV
+	opMatmul  = C.PT_B_MATMUL
+	opMm      = C.PT_B_MM
+	opPow     = C.PT_B_POW
+	opEq      = C.PT_B_EQ
+	opMaximum = C.PT_B_MAXIMUM
+	opMinimum = C.PT_B_MINIMUM
+	opBmm     = C.PT_B_BMM
+	opGt      = C.PT_B_GT
+	opLt      = C.PT_B_LT
 )
 
 const (
-	sAdd = iota
-	sMul
-	sPow
-	sDiv
-	sEq
-	sGt
-	sLt
-	sFill
+	sAdd  = C.PT_S_ADD
+	sMul  = C.PT_S_MUL
+	sPow  = C.PT_S_POW
+	sDiv  = C.PT_S_DIV
+	sEq   = C.PT_S_EQ
+	sGt   = C.PT_S_GT
+	sLt   = C.PT_S_LT
+	sFill = C.PT_S_FILL
 )
 
 const (
-	rSum = iota
-	rMean
-	rMax
-	rMin
-	rArgmax
-	rArgmin
-	rLogsumexp
-	rVar
+	rSum       = C.PT_R_SUM
+	rMean      = C.PT_R_MEAN
+	rMax       = C.PT_R_MAX
+	rMin       = C.PT_R_MIN
+	rArgmax    = C.PT_R_ARGMAX
+	rArgmin    = C.PT_R_ARGMIN
+	rLogsumexp = C.PT_R_LOGSUMEXP
+	rVar       = C.PT_R_VAR
 )
 
-var unaryNames = [...]string{"relu", "sqrt", "exp", "log", "neg", "sigmoid", "tanh", "abs", "square",
-	"detach", "clone", "isfinite", "leaky_relu", "zeros_like", "ones_like"}
-var binaryNames = [...]string{"add", "sub", "mul", "div", "matmul", "mm", "pow", "eq", "maximum", "minimum", "bmm", "gt", "lt"}
-var scalarNames = [...]string{"add_scalar", "mul_scalar", "pow_scalar", "div_scalar", "eq_scalar", "gt_scalar", "lt_scalar", "fill"}
-var reduceNames = [...]string{"sum", "mean", "max", "min", "argmax", "argmin", "logsumexp", "var"}
+// The names errors report, indexed by op code.
+var unaryNames = [...]string{opRelu: "relu", opSqrt: "sqrt", opExp: "exp", opLog: "log", opNeg: "neg",
+	opSigmoid: "sigmoid", opTanh: "tanh", opAbs: "abs", opSquare: "square", opDetach: "detach", opClone: "clone",
+	opAllFinite: "isfinite", opLeakyRelu: "leaky_relu", opZerosLike: "zeros_like", opOnesLike: "ones_like"}
+var binaryNames = [...]string{opAdd: "add", opSub: "sub", opMul: "mul", opDiv: "div", opMatmul: "matmul",
+	opMm: "mm", opPow: "pow", opEq: "eq", opMaximum: "maximum", opMinimum: "minimum", opBmm: "bmm", opGt: "gt", opLt: "lt"}
+var scalarNames = [...]string{sAdd: "add_scalar", sMul: "mul_scalar", sPow: "pow_scalar", sDiv: "div_scalar",
+	sEq: "eq_scalar", sGt: "gt_scalar", sLt: "lt_scalar", sFill: "fill"}
+var reduceNames = [...]string{rSum: "sum", rMean: "mean", rMax: "max", rMin: "min", rArgmax: "argmax",
+	rArgmin: "argmin", rLogsumexp: "logsumexp", rVar: "var"}
 
 func (t *Tensor) unary(op int) *Tensor {
 	if err := t.Err(); err != nil {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result(unaryNames[op], h, C.pt_unary(C.int(op), t.h, &h), t)
+	return result(unaryNames[op], &h, C.pt_unary(C.int(op), t.h, &h), t)
 }
 
 func (t *Tensor) binary(op int, o *Tensor) *Tensor {
@@ -83,7 +88,7 @@ func (t *Tensor) binary(op int, o *Tensor) *Tensor {
 	}
 	var h C.pt_tensor
 	e := C.pt_binary(C.int(op), t.h, o.h, &h)
-	return result(binaryNames[op], h, e, t, o)
+	return result(binaryNames[op], &h, e, t, o)
 }
 
 func (t *Tensor) scalar(op int, s float64) *Tensor {
@@ -91,7 +96,7 @@ func (t *Tensor) scalar(op int, s float64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result(scalarNames[op], h, C.pt_scalar(C.int(op), t.h, C.double(s), &h), t)
+	return result(scalarNames[op], &h, C.pt_scalar(C.int(op), t.h, C.double(s), &h), t)
 }
 
 func (t *Tensor) reduce(op int, keepdim bool, dims []int64) *Tensor {
@@ -104,7 +109,7 @@ func (t *Tensor) reduce(op int, keepdim bool, dims []int64) *Tensor {
 		kd = 1
 	}
 	e := C.pt_reduce(C.int(op), t.h, int64s(dims), C.int(len(dims)), C.int(kd), &h)
-	return result(reduceNames[op], h, e, t)
+	return result(reduceNames[op], &h, e, t)
 }
 
 // Relu returns max(t, 0).
@@ -262,7 +267,7 @@ func (t *Tensor) softmax(log int, dim int64) *Tensor {
 	if log == 1 {
 		op = "log_softmax"
 	}
-	return result(op, h, C.pt_softmax(C.int(log), t.h, C.int64_t(dim), &h), t)
+	return result(op, &h, C.pt_softmax(C.int(log), t.h, C.int64_t(dim), &h), t)
 }
 
 // Clamp limits values to [lo, hi]; pass math.Inf to leave a side open.
@@ -278,7 +283,7 @@ func (t *Tensor) Clamp(lo, hi float64) *Tensor {
 		hasHi = 0
 	}
 	var h C.pt_tensor
-	return result("clamp", h, C.pt_clamp(t.h, C.double(lo), C.double(hi), hasLo, hasHi, &h), t)
+	return result("clamp", &h, C.pt_clamp(t.h, C.double(lo), C.double(hi), hasLo, hasHi, &h), t)
 }
 
 // ---- shape ----
@@ -289,7 +294,7 @@ func (t *Tensor) To(dev Device, dtype DType) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("to", h, C.pt_to(t.h, C.int(dev.Type), C.int(dev.Index), C.int(dtype), &h), t)
+	return result("to", &h, C.pt_to(t.h, C.int(dev.Type), C.int(dev.Index), C.int(dtype), &h), t)
 }
 
 // ToDevice moves t to dev keeping its dtype.
@@ -304,7 +309,7 @@ func (t *Tensor) Reshape(shape ...int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("reshape", h, C.pt_reshape(t.h, int64s(shape), C.int(len(shape)), &h), t)
+	return result("reshape", &h, C.pt_reshape(t.h, int64s(shape), C.int(len(shape)), &h), t)
 }
 
 // View is Reshape (libtorch returns a view when the layout allows).
@@ -316,7 +321,7 @@ func (t *Tensor) Permute(dims ...int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("permute", h, C.pt_permute(t.h, int64s(dims), C.int(len(dims)), &h), t)
+	return result("permute", &h, C.pt_permute(t.h, int64s(dims), C.int(len(dims)), &h), t)
 }
 
 // Transpose swaps two dimensions.
@@ -325,7 +330,7 @@ func (t *Tensor) Transpose(a, b int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("transpose", h, C.pt_transpose(t.h, C.int64_t(a), C.int64_t(b), &h), t)
+	return result("transpose", &h, C.pt_transpose(t.h, C.int64_t(a), C.int64_t(b), &h), t)
 }
 
 // T transposes a 2-D tensor.
@@ -337,7 +342,7 @@ func (t *Tensor) Narrow(dim, start, length int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("narrow", h, C.pt_narrow(t.h, C.int64_t(dim), C.int64_t(start), C.int64_t(length), &h), t)
+	return result("narrow", &h, C.pt_narrow(t.h, C.int64_t(dim), C.int64_t(start), C.int64_t(length), &h), t)
 }
 
 // Slice returns elements start, start+step, ... < end of dim (a view).
@@ -347,7 +352,7 @@ func (t *Tensor) Slice(dim, start, end, step int64) *Tensor {
 	}
 	var h C.pt_tensor
 	e := C.pt_slice(t.h, C.int64_t(dim), C.int64_t(start), C.int64_t(end), C.int64_t(step), &h)
-	return result("slice", h, e, t)
+	return result("slice", &h, e, t)
 }
 
 // Select returns index i of dim, removing that dimension.
@@ -356,7 +361,7 @@ func (t *Tensor) Select(dim, i int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("select", h, C.pt_select(t.h, C.int64_t(dim), C.int64_t(i), &h), t)
+	return result("select", &h, C.pt_select(t.h, C.int64_t(dim), C.int64_t(i), &h), t)
 }
 
 // IndexSelect gathers the entries of dim listed in the int64 tensor index.
@@ -365,7 +370,7 @@ func (t *Tensor) IndexSelect(dim int64, index *Tensor) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("index_select", h, C.pt_index_select(t.h, C.int64_t(dim), index.h, &h), t, index)
+	return result("index_select", &h, C.pt_index_select(t.h, C.int64_t(dim), index.h, &h), t, index)
 }
 
 // Unsqueeze inserts a dimension of size 1.
@@ -374,7 +379,7 @@ func (t *Tensor) Unsqueeze(dim int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("unsqueeze", h, C.pt_unsqueeze(t.h, C.int64_t(dim), &h), t)
+	return result("unsqueeze", &h, C.pt_unsqueeze(t.h, C.int64_t(dim), &h), t)
 }
 
 // Squeeze removes dim if its size is 1.
@@ -383,7 +388,7 @@ func (t *Tensor) Squeeze(dim int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("squeeze", h, C.pt_squeeze(t.h, C.int64_t(dim), &h), t)
+	return result("squeeze", &h, C.pt_squeeze(t.h, C.int64_t(dim), &h), t)
 }
 
 // Flatten merges dims start..end (inclusive; -1 for the last).
@@ -392,7 +397,7 @@ func (t *Tensor) Flatten(start, end int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("flatten", h, C.pt_flatten(t.h, C.int64_t(start), C.int64_t(end), &h), t)
+	return result("flatten", &h, C.pt_flatten(t.h, C.int64_t(start), C.int64_t(end), &h), t)
 }
 
 // Expand broadcasts t to shape without copying (-1 keeps a dimension).
@@ -401,7 +406,7 @@ func (t *Tensor) Expand(shape ...int64) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("expand", h, C.pt_expand(t.h, int64s(shape), C.int(len(shape)), &h), t)
+	return result("expand", &h, C.pt_expand(t.h, int64s(shape), C.int(len(shape)), &h), t)
 }
 
 // Contiguous returns t in row-major layout (a copy only when needed).
@@ -416,7 +421,7 @@ func (t *Tensor) contiguous(cl int) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("contiguous", h, C.pt_contiguous(t.h, C.int(cl), &h), t)
+	return result("contiguous", &h, C.pt_contiguous(t.h, C.int(cl), &h), t)
 }
 
 func joinTensors(op string, ts []*Tensor, dim int64, stack int) *Tensor {
@@ -432,7 +437,7 @@ func joinTensors(op string, ts []*Tensor, dim int64, stack int) *Tensor {
 	}
 	var h C.pt_tensor
 	e := C.pt_cat(&hs[0], C.int(len(ts)), C.int64_t(dim), C.int(stack), &h)
-	return result(op, h, e, ts...)
+	return result(op, &h, e, ts...)
 }
 
 // Cat concatenates tensors along an existing dimension.
@@ -447,7 +452,7 @@ func Where(cond, a, b *Tensor) *Tensor {
 		return errTensor(err)
 	}
 	var h C.pt_tensor
-	return result("where", h, C.pt_where(cond.h, a.h, b.h, &h), cond, a, b)
+	return result("where", &h, C.pt_where(cond.h, a.h, b.h, &h), cond, a, b)
 }
 
 // Addmm returns beta·self + alpha·(m1 @ m2).
@@ -457,7 +462,7 @@ func Addmm(self, m1, m2 *Tensor, beta, alpha float64) *Tensor {
 	}
 	var h C.pt_tensor
 	e := C.pt_addmm(self.h, m1.h, m2.h, C.double(beta), C.double(alpha), &h)
-	return result("addmm", h, e, self, m1, m2)
+	return result("addmm", &h, e, self, m1, m2)
 }
 
 // AddmmOut writes beta·self + alpha·(m1 @ m2) into out without allocating (no autograd), for hot loops

@@ -63,7 +63,7 @@ func newOptim(kind int, name string, params []*Tensor, lr, mom, damp, wd float64
 
 // NewSGD returns SGD over params.
 func NewSGD(params []*Tensor, o SGDOptions) (*Optimizer, error) {
-	return newOptim(0, "sgd", params, o.LR, o.Momentum, o.Dampening, o.WeightDecay, o.Nesterov, 0, 0, 0)
+	return newOptim(C.PT_OPTIM_SGD, "sgd", params, o.LR, o.Momentum, o.Dampening, o.WeightDecay, o.Nesterov, 0, 0, 0)
 }
 
 func adamDefaults(o AdamOptions) AdamOptions {
@@ -82,13 +82,13 @@ func adamDefaults(o AdamOptions) AdamOptions {
 // NewAdam returns Adam over params (weight decay added to the gradient, as torch.optim.Adam).
 func NewAdam(params []*Tensor, o AdamOptions) (*Optimizer, error) {
 	o = adamDefaults(o)
-	return newOptim(1, "adam", params, o.LR, 0, 0, o.WeightDecay, false, o.Beta1, o.Beta2, o.Eps)
+	return newOptim(C.PT_OPTIM_ADAM, "adam", params, o.LR, 0, 0, o.WeightDecay, false, o.Beta1, o.Beta2, o.Eps)
 }
 
 // NewAdamW returns AdamW over params (decoupled weight decay, as torch.optim.AdamW).
 func NewAdamW(params []*Tensor, o AdamOptions) (*Optimizer, error) {
 	o = adamDefaults(o)
-	return newOptim(2, "adamw", params, o.LR, 0, 0, o.WeightDecay, false, o.Beta1, o.Beta2, o.Eps)
+	return newOptim(C.PT_OPTIM_ADAMW, "adamw", params, o.LR, 0, 0, o.WeightDecay, false, o.Beta1, o.Beta2, o.Eps)
 }
 
 // Kind returns "sgd", "adam" or "adamw".
@@ -159,36 +159,5 @@ func (o *Optimizer) Close() {
 		C.pt_optim_free(o.o)
 		o.o = nil
 		runtime.SetFinalizer(o, nil)
-	}
-}
-
-// LRSchedule returns the learning rate for a 0-based step.
-type LRSchedule func(step int) float64
-
-// StepLR multiplies base by gamma every `every` steps (the prototypical-networks paper: halve every 2,000).
-func StepLR(base, gamma float64, every int) LRSchedule {
-	return func(step int) float64 {
-		if every <= 0 {
-			return base
-		}
-		return base * math.Pow(gamma, float64(step/every))
-	}
-}
-
-// CosineLR warms up linearly from 0 over warmup steps, then follows a cosine from base down to min
-// at total steps.
-func CosineLR(base, min float64, warmup, total int) LRSchedule {
-	return func(step int) float64 {
-		if warmup > 0 && step < warmup {
-			return base * float64(step+1) / float64(warmup)
-		}
-		if total <= warmup {
-			return base
-		}
-		p := float64(step-warmup) / float64(total-warmup)
-		if p > 1 {
-			p = 1
-		}
-		return min + (base-min)*0.5*(1+math.Cos(math.Pi*p))
 	}
 }

@@ -166,16 +166,3 @@ func TestOptimizerStateRoundTrip(t *testing.T) {
 		t.Fatalf("SetLR: %v, lr %v", err, opt.LR())
 	}
 }
-
-func TestSchedules(t *testing.T) {
-	s := StepLR(1e-3, 0.5, 2000)
-	near(t, "step 0", s(0), 1e-3)
-	near(t, "step 1999", s(1999), 1e-3)
-	near(t, "step 2000", s(2000), 5e-4)
-	near(t, "step 4500", s(4500), 2.5e-4)
-	c := CosineLR(0.1, 0, 10, 110)
-	near(t, "warmup 0", c(0), 0.01)
-	near(t, "warmup end", c(9), 0.1)
-	near(t, "cosine mid", c(60), 0.05)
-	near(t, "cosine end", c(110), 0)
-}

@@ -139,7 +139,7 @@ char* pt_full(const int64_t* shape, int ndim, double value, int dtype, int devty
 char* pt_rand(int kind, const int64_t* shape, int ndim, int dtype, int devtype, int devidx, pt_tensor* out) {
   BEGIN
   auto opts = at::TensorOptions().dtype((at::ScalarType)dtype).device(device(devtype, devidx));
-  *out = wrap(kind == 0 ? at::randn(ref(shape, ndim), opts) : at::rand(ref(shape, ndim), opts));
+  *out = wrap(kind == PT_RAND_NORMAL ? at::randn(ref(shape, ndim), opts) : at::rand(ref(shape, ndim), opts));
   END
 }
 char* pt_arange(int64_t n, int dtype, pt_tensor* out) {
@@ -215,27 +215,26 @@ char* pt_contiguous(pt_tensor t, int channels_last, pt_tensor* out) {
   END
 }
 
-// Op codes must match ops.go.
 char* pt_unary(int op, pt_tensor t, pt_tensor* out) {
   BEGIN
   const at::Tensor& x = T(t);
   at::Tensor r;
   switch (op) {
-    case 0: r = at::relu(x); break;
-    case 1: r = at::sqrt(x); break;
-    case 2: r = at::exp(x); break;
-    case 3: r = at::log(x); break;
-    case 4: r = at::neg(x); break;
-    case 5: r = at::sigmoid(x); break;
-    case 6: r = at::tanh(x); break;
-    case 7: r = at::abs(x); break;
-    case 8: r = at::square(x); break;
-    case 9: r = x.detach(); break;
-    case 10: r = x.clone(); break;
-    case 11: r = at::isfinite(x).all(); break;
-    case 12: r = at::leaky_relu(x, 0.1); break;
-    case 13: r = at::zeros_like(x); break;
-    case 14: r = at::ones_like(x); break;
+    case PT_U_RELU: r = at::relu(x); break;
+    case PT_U_SQRT: r = at::sqrt(x); break;
+    case PT_U_EXP: r = at::exp(x); break;
+    case PT_U_LOG: r = at::log(x); break;
+    case PT_U_NEG: r = at::neg(x); break;
+    case PT_U_SIGMOID: r = at::sigmoid(x); break;
+    case PT_U_TANH: r = at::tanh(x); break;
+    case PT_U_ABS: r = at::abs(x); break;
+    case PT_U_SQUARE: r = at::square(x); break;
+    case PT_U_DETACH: r = x.detach(); break;
+    case PT_U_CLONE: r = x.clone(); break;
+    case PT_U_ALL_FINITE: r = at::isfinite(x).all(); break;
+    case PT_U_LEAKY_RELU: r = at::leaky_relu(x, 0.1); break;
+    case PT_U_ZEROS_LIKE: r = at::zeros_like(x); break;
+    case PT_U_ONES_LIKE: r = at::ones_like(x); break;
     default: throw std::runtime_error("unknown unary op " + std::to_string(op));
   }
   *out = wrap(r);
@@ -247,19 +246,19 @@ char* pt_binary(int op, pt_tensor a, pt_tensor b, pt_tensor* out) {
   const at::Tensor& y = T(b);
   at::Tensor r;
   switch (op) {
-    case 0: r = at::add(x, y); break;
-    case 1: r = at::sub(x, y); break;
-    case 2: r = at::mul(x, y); break;
-    case 3: r = at::div(x, y); break;
-    case 4: r = at::matmul(x, y); break;
-    case 5: r = at::mm(x, y); break;
-    case 6: r = at::pow(x, y); break;
-    case 7: r = at::eq(x, y); break;
-    case 8: r = at::maximum(x, y); break;
-    case 9: r = at::minimum(x, y); break;
-    case 10: r = at::bmm(x, y); break;
-    case 11: r = at::gt(x, y); break;
-    case 12: r = at::lt(x, y); break;
+    case PT_B_ADD: r = at::add(x, y); break;
+    case PT_B_SUB: r = at::sub(x, y); break;
+    case PT_B_MUL: r = at::mul(x, y); break;
+    case PT_B_DIV: r = at::div(x, y); break;
+    case PT_B_MATMUL: r = at::matmul(x, y); break;
+    case PT_B_MM: r = at::mm(x, y); break;
+    case PT_B_POW: r = at::pow(x, y); break;
+    case PT_B_EQ: r = at::eq(x, y); break;
+    case PT_B_MAXIMUM: r = at::maximum(x, y); break;
+    case PT_B_MINIMUM: r = at::minimum(x, y); break;
+    case PT_B_BMM: r = at::bmm(x, y); break;
+    case PT_B_GT: r = at::gt(x, y); break;
+    case PT_B_LT: r = at::lt(x, y); break;
     default: throw std::runtime_error("unknown binary op " + std::to_string(op));
   }
   *out = wrap(r);
@@ -270,14 +269,14 @@ char* pt_scalar(int op, pt_tensor t, double s, pt_tensor* out) {
   const at::Tensor& x = T(t);
   at::Tensor r;
   switch (op) {
-    case 0: r = at::add(x, s); break;
-    case 1: r = at::mul(x, s); break;
-    case 2: r = at::pow(x, s); break;
-    case 3: r = at::div(x, s); break;
-    case 4: r = at::eq(x, s); break;
-    case 5: r = at::gt(x, s); break;
-    case 6: r = at::lt(x, s); break;
-    case 7: r = at::fill(x, s); break;
+    case PT_S_ADD: r = at::add(x, s); break;
+    case PT_S_MUL: r = at::mul(x, s); break;
+    case PT_S_POW: r = at::pow(x, s); break;
+    case PT_S_DIV: r = at::div(x, s); break;
+    case PT_S_EQ: r = at::eq(x, s); break;
+    case PT_S_GT: r = at::gt(x, s); break;
+    case PT_S_LT: r = at::lt(x, s); break;
+    case PT_S_FILL: r = at::fill(x, s); break;
     default: throw std::runtime_error("unknown scalar op " + std::to_string(op));
   }
   *out = wrap(r);
@@ -289,14 +288,14 @@ char* pt_reduce(int op, pt_tensor t, const int64_t* dims, int ndims, int keepdim
   bool all = ndims == 0;
   at::Tensor r;
   switch (op) {
-    case 0: r = all ? x.sum() : x.sum(ref(dims, ndims), keepdim != 0); break;
-    case 1: r = all ? x.mean() : x.mean(ref(dims, ndims), keepdim != 0); break;
-    case 2: r = all ? x.max() : std::get<0>(x.max(dims[0], keepdim != 0)); break;
-    case 3: r = all ? x.min() : std::get<0>(x.min(dims[0], keepdim != 0)); break;
-    case 4: r = all ? x.argmax() : x.argmax(dims[0], keepdim != 0); break;
-    case 5: r = all ? x.argmin() : x.argmin(dims[0], keepdim != 0); break;
-    case 6: r = at::logsumexp(x, all ? at::IntArrayRef{} : ref(dims, ndims), keepdim != 0); break;
-    case 7: r = all ? x.var() : x.var(ref(dims, ndims), /*unbiased=*/true, keepdim != 0); break;
+    case PT_R_SUM: r = all ? x.sum() : x.sum(ref(dims, ndims), keepdim != 0); break;
+    case PT_R_MEAN: r = all ? x.mean() : x.mean(ref(dims, ndims), keepdim != 0); break;
+    case PT_R_MAX: r = all ? x.max() : std::get<0>(x.max(dims[0], keepdim != 0)); break;
+    case PT_R_MIN: r = all ? x.min() : std::get<0>(x.min(dims[0], keepdim != 0)); break;
+    case PT_R_ARGMAX: r = all ? x.argmax() : x.argmax(dims[0], keepdim != 0); break;
+    case PT_R_ARGMIN: r = all ? x.argmin() : x.argmin(dims[0], keepdim != 0); break;
+    case PT_R_LOGSUMEXP: r = at::logsumexp(x, all ? at::IntArrayRef{} : ref(dims, ndims), keepdim != 0); break;
+    case PT_R_VAR: r = all ? x.var() : x.var(ref(dims, ndims), /*unbiased=*/true, keepdim != 0); break;
     default: throw std::runtime_error("unknown reduction " + std::to_string(op));
   }
   *out = wrap(r);
@@ -394,7 +393,7 @@ char* pt_clamp(pt_tensor t, double lo, double hi, int has_lo, int has_hi, pt_ten
 
 // ---- optimizers ----
 struct Optim {
-  int kind;  // 0 sgd, 1 adam, 2 adamw
+  int kind;  // a pt_optim_kind
   std::unique_ptr<torch::optim::Optimizer> opt;
 };
 
@@ -406,15 +405,15 @@ char* pt_optim_new(int kind, const pt_tensor* params, int n, double lr, double m
   auto o = std::make_unique<Optim>();
   o->kind = kind;
   switch (kind) {
-    case 0:
+    case PT_OPTIM_SGD:
       o->opt = std::make_unique<torch::optim::SGD>(
           ps, torch::optim::SGDOptions(lr).momentum(momentum).dampening(dampening).weight_decay(weight_decay).nesterov(nesterov != 0));
       break;
-    case 1:
+    case PT_OPTIM_ADAM:
       o->opt = std::make_unique<torch::optim::Adam>(
           ps, torch::optim::AdamOptions(lr).betas({beta1, beta2}).eps(eps).weight_decay(weight_decay));
       break;
-    case 2:
+    case PT_OPTIM_ADAMW:
       o->opt = std::make_unique<torch::optim::AdamW>(
           ps, torch::optim::AdamWOptions(lr).betas({beta1, beta2}).eps(eps).weight_decay(weight_decay));
       break;

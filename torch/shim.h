@@ -10,6 +10,71 @@
 extern "C" {
 #endif
 
+// Op codes of pt_unary, pt_binary, pt_scalar and pt_reduce: the one definition Go (ops.go) and C++
+// (shim.cpp) both use.
+typedef enum {
+  PT_U_RELU = 0,
+  PT_U_SQRT,
+  PT_U_EXP,
+  PT_U_LOG,
+  PT_U_NEG,
+  PT_U_SIGMOID,
+  PT_U_TANH,
+  PT_U_ABS,
+  PT_U_SQUARE,
+  PT_U_DETACH,
+  PT_U_CLONE,
+  PT_U_ALL_FINITE,
+  PT_U_LEAKY_RELU,
+  PT_U_ZEROS_LIKE,
+  PT_U_ONES_LIKE,
+} pt_unary_op;
+typedef enum {
+  PT_B_ADD = 0,
+  PT_B_SUB,
+  PT_B_MUL,
+  PT_B_DIV,
+  PT_B_MATMUL,
+  PT_B_MM,
+  PT_B_POW,
+  PT_B_EQ,
+  PT_B_MAXIMUM,
+  PT_B_MINIMUM,
+  PT_B_BMM,
+  PT_B_GT,
+  PT_B_LT,
+} pt_binary_op;
+typedef enum {
+  PT_S_ADD = 0,
+  PT_S_MUL,
+  PT_S_POW,
+  PT_S_DIV,
+  PT_S_EQ,
+  PT_S_GT,
+  PT_S_LT,
+  PT_S_FILL,
+} pt_scalar_op;
+typedef enum {
+  PT_R_SUM = 0,
+  PT_R_MEAN,
+  PT_R_MAX,
+  PT_R_MIN,
+  PT_R_ARGMAX,
+  PT_R_ARGMIN,
+  PT_R_LOGSUMEXP,
+  PT_R_VAR,
+} pt_reduce_op;
+// Random distributions of pt_rand and optimizers of pt_optim_new.
+typedef enum {
+  PT_RAND_NORMAL = 0,
+  PT_RAND_UNIFORM,
+} pt_rand_kind;
+typedef enum {
+  PT_OPTIM_SGD = 0,
+  PT_OPTIM_ADAM,
+  PT_OPTIM_ADAMW,
+} pt_optim_kind;
+
 typedef void* pt_tensor;
 typedef void* pt_module;
 typedef void* pt_optim;
@@ -70,7 +135,7 @@ char* pt_flatten(pt_tensor t, int64_t start, int64_t end, pt_tensor* out);
 char* pt_expand(pt_tensor t, const int64_t* shape, int ndim, pt_tensor* out);
 char* pt_contiguous(pt_tensor t, int channels_last, pt_tensor* out);
 
-// Elementwise and reductions, selected by op code (see ops.go).
+// Elementwise and reductions, selected by the op codes above.
 char* pt_unary(int op, pt_tensor t, pt_tensor* out);
 char* pt_binary(int op, pt_tensor a, pt_tensor b, pt_tensor* out);
 char* pt_scalar(int op, pt_tensor t, double s, pt_tensor* out);

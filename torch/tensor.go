@@ -166,12 +166,14 @@ func firstErr(ts ...*Tensor) error {
 	return nil
 }
 
-// result wraps the outcome of a C call whose inputs were ins.
-func result(op string, h C.pt_tensor, e *C.char, ins ...*Tensor) *Tensor {
+// result wraps the outcome of a C call whose inputs were ins. h points to the handle the call set and
+// is read here, after the call returned: passing h by value in the same call expression as the C call
+// that sets it would leave the order of evaluation to the compiler.
+func result(op string, h *C.pt_tensor, e *C.char, ins ...*Tensor) *Tensor {
 	if err := cerr(op, e); err != nil {
 		return errTensor(err)
 	}
-	return newTensor(h, scopeOf(ins...))
+	return newTensor(*h, scopeOf(ins...))
 }
 
 // handle returns t's handle or nil for a nil tensor (optional arguments).
@@ -279,12 +281,12 @@ func random(kind int, s *Scope, dtype DType, dev Device, shape []int64) *Tensor 
 
 // Randn returns standard normal samples from libtorch's generator (seed with ManualSeed).
 func Randn(s *Scope, dtype DType, dev Device, shape ...int64) *Tensor {
-	return random(0, s, dtype, dev, shape)
+	return random(C.PT_RAND_NORMAL, s, dtype, dev, shape)
 }
 
 // Rand returns uniform [0,1) samples from libtorch's generator.
 func Rand(s *Scope, dtype DType, dev Device, shape ...int64) *Tensor {
-	return random(1, s, dtype, dev, shape)
+	return random(C.PT_RAND_UNIFORM, s, dtype, dev, shape)
 }
 
 // Arange returns 0..n-1.

@@ -225,7 +225,6 @@ type FewShotOptions struct {
 	Episodes    int
 	Seed        uint64
 	Device      string
-	Threads     int
 	InMemory    string // auto | true | false
 	Workers     int
 	Bar         progress.Options
@@ -254,7 +253,6 @@ func FewShot(ctx context.Context, o FewShotOptions) (FewShotResult, error) {
 	if err != nil {
 		return FewShotResult{}, err
 	}
-	torch.SetNumThreads(o.Threads)
 	ckPath, err := resolveCheckpoint(o.Model)
 	if err != nil {
 		return FewShotResult{}, fmt.Errorf("fewshot: --model: %w", err)

@@ -57,6 +57,8 @@ type stepResult struct {
 	loss, acc float64
 	images    int
 	data      time.Duration // of which spent sampling and loading images
+	took      time.Duration // the whole step, loading included
+	badImages int           // images of the batch that could not be loaded and were replaced
 }
 
 // task is one training stage: how a step is taken and how validation is measured.
@@ -86,7 +88,7 @@ type runState struct {
 	model  *nn.Model
 	metric *Metric
 	opt    *torch.Optimizer
-	sched  torch.LRSchedule
+	sched  LRSchedule
 	pcg    *rand.PCG
 	rng    *rand.Rand
 	step   int
@@ -122,38 +124,59 @@ func (rs *runState) close() {
 // Run runs a pretrain or train stage (cfg.Mode) until cfg.Steps, a cancelled ctx (it then saves a
 // checkpoint and returns Interrupted without an error), or an error. A NaN or infinite loss stops
 // the run with an error naming the step; the last good checkpoint stays the newest.
+//
+// Run leaves libtorch's process settings to its caller: the command sets the threads
+// (cfg.Threads) and seeds the generator (cfg.Seed) once, before the first run.
 func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
-	if opt.Resume {
-		if cfg.RunDir == "" {
-			return Result{}, fmt.Errorf("resume: no run directory")
-		}
-	}
-	cfg.resolveImage()
-	if err := cfg.Validate(); err != nil {
-		return Result{}, err
-	}
-	dev, err := torch.ParseDevice(cfg.Device)
+	rs, res, err := start(ctx, cfg, opt)
 	if err != nil {
 		return Result{}, err
 	}
-	if cfg.Threads > 0 {
-		torch.SetNumThreads(cfg.Threads)
-	}
-	if err := torch.ManualSeed(cfg.Seed); err != nil {
+	defer rs.close()
+	l, err := newLoop(rs, opt, res)
+	if err != nil {
 		return Result{}, err
+	}
+	defer l.close()
+	return l.run(ctx)
+}
+
+// start checks the config and builds the run state: data, model, optimizer, then the resumed or
+// initial weights. The result holds what resuming found (checkpoint, best slot).
+func start(ctx context.Context, cfg Config, opt Options) (*runState, Result, error) {
+	if opt.Resume && cfg.RunDir == "" {
+		return nil, Result{}, fmt.Errorf("resume: no run directory")
+	}
+	cfg.resolveImage()
+	if err := cfg.Validate(); err != nil {
+		return nil, Result{}, err
+	}
+	dev, err := torch.ParseDevice(cfg.Device)
+	if err != nil {
+		return nil, Result{}, err
 	}
 	if !opt.Resume {
 		if steps, _ := checkpoint.Steps(cfg.RunDir); len(steps) > 0 {
-			return Result{}, fmt.Errorf("%s already holds checkpoints (newest step %d): continue it with --resume, or choose another --run-dir", cfg.RunDir, steps[0])
+			return nil, Result{}, fmt.Errorf("%s already holds checkpoints (newest step %d): continue it with --resume, or choose another --run-dir", cfg.RunDir, steps[0])
 		}
 	}
 	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
-		return Result{}, fmt.Errorf("run dir: %w", err)
+		return nil, Result{}, fmt.Errorf("run dir: %w", err)
 	}
 	pcg := rand.NewPCG(cfg.Seed, 0x7261696e)
 	rs := &runState{cfg: cfg, dev: dev, pcg: pcg, rng: rand.New(pcg)}
-	defer rs.close()
-	switch cfg.Mode {
+	res, err := rs.build(ctx, opt)
+	if err != nil {
+		rs.close()
+		return nil, Result{}, err
+	}
+	return rs, res, nil
+}
+
+// build makes the task, the optimizer and the starting weights of a run state.
+func (rs *runState) build(ctx context.Context, opt Options) (Result, error) {
+	var err error
+	switch rs.cfg.Mode {
 	case ModePretrain:
 		rs.task, err = newPretrain(ctx, rs, opt.Bar)
 	default:
@@ -173,184 +196,265 @@ func Run(ctx context.Context, cfg Config, opt Options) (Result, error) {
 	if err := rs.newOptimizer(); err != nil {
 		return Result{}, err
 	}
-	metricsPath := filepath.Join(cfg.RunDir, "metrics.jsonl")
-	res := Result{}
-	bestAcc := math.Inf(-1)
+	res := Result{BestAcc: math.Inf(-1)}
 	if opt.Resume {
-		path, err := rs.restore()
-		if err != nil {
+		if res, err = rs.resume(); err != nil {
 			return Result{}, err
 		}
-		res.Checkpoint = path
-		if rs.step >= cfg.Steps {
-			return Result{}, fmt.Errorf("resume: %s is at step %d, which already reaches --steps %d; give a larger --steps to continue", path, rs.step, cfg.Steps)
-		}
-		if err := metrics.Rewind(metricsPath, int64(rs.step)); err != nil {
-			return Result{}, fmt.Errorf("resume: %w", err)
-		}
-		bestAcc, res.Best = previousBest(metricsPath, cfg.RunDir)
-		slog.Info("train: resuming", "checkpoint", path, "step", rs.step)
-	} else if cfg.Init != "" {
-		if err := loadInit(rs.model, cfg.Init); err != nil {
+	} else if rs.cfg.Init != "" {
+		if err := loadInit(rs.model, rs.cfg.Init); err != nil {
 			return Result{}, err
 		}
 	}
-	if err := WriteConfig(ConfigPath(cfg.RunDir), cfg); err != nil {
-		return Result{}, err
-	}
-	mw, err := metrics.Open(metricsPath, metrics.WriterOptions{FlushEvery: 5 * time.Second})
+	return res, WriteConfig(ConfigPath(rs.cfg.RunDir), rs.cfg)
+}
+
+// resume restores the newest checkpoint and rewinds the metrics to it; the result names the
+// checkpoint and the best slot with its accuracy.
+func (rs *runState) resume() (Result, error) {
+	path, err := rs.restore()
 	if err != nil {
 		return Result{}, err
 	}
-	defer mw.Close()
-
-	save := func() error {
-		if err := mw.Flush(); err != nil {
-			return err
-		}
-		p, err := rs.save(res.Loss, nil, false)
-		if err != nil {
-			return err
-		}
-		res.Checkpoint = p
-		if err := plot.Curves(metricsPath, filepath.Join(cfg.RunDir, "curves.png")); err != nil {
-			slog.Warn("train: cannot draw the curves", "err", err)
-		}
-		return nil
+	if rs.step >= rs.cfg.Steps {
+		return Result{}, fmt.Errorf("resume: %s is at step %d, which already reaches --steps %d; give a larger --steps to continue", path, rs.step, rs.cfg.Steps)
 	}
+	mp := rs.metricsPath()
+	if err := metrics.Rewind(mp, int64(rs.step)); err != nil {
+		return Result{}, fmt.Errorf("resume: %w", err)
+	}
+	res := Result{Checkpoint: path}
+	if res.BestAcc, res.Best, err = previousBest(mp, rs.cfg.RunDir); err != nil {
+		return Result{}, fmt.Errorf("resume: %w", err)
+	}
+	slog.Info("train: resuming", "checkpoint", path, "step", rs.step)
+	return res, nil
+}
 
-	bar := progress.New(int64(cfg.Steps-rs.step), cfg.Mode, withUnit(opt.Bar, "step"))
-	defer bar.Finish()
-	scope := torch.NewScope()
-	defer scope.Close()
-	var trainTime time.Duration
-	var trainImages int
-	var dataTime time.Duration
-	lastSaved := rs.step
+func (rs *runState) metricsPath() string { return filepath.Join(rs.cfg.RunDir, "metrics.jsonl") }
+
+// loop is the training loop of a run: steps, validation and checkpoints, with their bookkeeping.
+type loop struct {
+	rs    *runState
+	opt   Options
+	mw    *metrics.Writer
+	bar   *progress.Bar
+	scope *torch.Scope
+	res   Result
+	// lastSaved is the step of the newest checkpoint (-1: none in this run).
+	lastSaved int
+	// Throughput of the steps this call ran.
+	trainTime, dataTime time.Duration
+	trainImages         int
+}
+
+func newLoop(rs *runState, opt Options, res Result) (*loop, error) {
+	mw, err := metrics.Open(rs.metricsPath(), metrics.WriterOptions{FlushEvery: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	l := &loop{rs: rs, opt: opt, mw: mw, res: res, lastSaved: rs.step, scope: torch.NewScope()}
 	if !opt.Resume {
-		lastSaved = -1
+		l.lastSaved = -1
 	}
-	for rs.step < cfg.Steps {
-		if ctx.Err() != nil {
-			res.Interrupted = true
-			break
-		}
-		lr := rs.sched(rs.step)
-		if err := rs.opt.SetLR(lr); err != nil {
-			return res, err
-		}
-		if opt.beforeStep != nil {
-			opt.beforeStep(rs.step + 1)
-		}
-		t0 := time.Now()
-		b, wait, err := rs.fetch.next(ctx, rs.step, rs.step+1 >= cfg.Steps)
-		if err == nil && ctx.Err() != nil {
-			// Interrupted while waiting for the images: apply nothing and undo this step's draws.
-			err = rs.fetch.rewind(b)
-			res.Interrupted = true
+	l.bar = progress.New(int64(rs.cfg.Steps-rs.step), rs.cfg.Mode, withUnit(opt.Bar, "step"))
+	return l, nil
+}
+
+func (l *loop) close() {
+	l.bar.Finish()
+	l.scope.Close()
+	l.mw.Close()
+}
+
+// run takes steps until the last one or an interruption, validating and checkpointing on schedule.
+func (l *loop) run(ctx context.Context) (Result, error) {
+	rs, cfg := l.rs, &l.rs.cfg
+	for rs.step < cfg.Steps && !l.res.Interrupted {
+		sr, lr, err := l.step(ctx)
+		if err != nil || l.res.Interrupted {
 			if err != nil {
-				return res, err
+				return l.res, err
 			}
 			break
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				// next has already undone this step's draws.
-				res.Interrupted = true
-				break
-			}
-			return res, fmt.Errorf("step %d: loading images: %w", rs.step+1, err)
-		}
-		sr, err := rs.task.step(scope, b.idx, b.xs)
-		sr.data += wait
-		scope.Reset()
-		if err != nil {
-			if errors.Is(err, errNonFinite) {
-				_ = mw.Write(metrics.Record{Step: int64(rs.step + 1), Phase: "train", Values: map[string]float64{"loss": sr.loss, "lr": lr}})
-				_ = mw.Flush()
-				last := res.Checkpoint
-				if steps, _ := checkpoint.Steps(cfg.RunDir); len(steps) > 0 {
-					last = filepath.Join(cfg.RunDir, checkpoint.Name(steps[0]))
-				}
-				if last == "" {
-					last = "none saved yet"
-				}
-				return res, fmt.Errorf("step %d: the loss is %v: stopping (lower --lr, or check the data); last good checkpoint: %s", rs.step+1, sr.loss, last)
-			}
-			return res, fmt.Errorf("step %d: %w", rs.step+1, err)
-		}
-		dt := time.Since(t0)
-		trainTime += dt
-		trainImages += sr.images
-		dataTime += sr.data
-		rs.step++
-		res.Loss = sr.loss
-		res.Losses = append(res.Losses, sr.loss)
-		ips := float64(trainImages) / trainTime.Seconds()
-		vals := map[string]float64{
-			"loss": sr.loss, "acc": sr.acc, "lr": lr, "images_per_s": float64(sr.images) / dt.Seconds(), "step_s": dt.Seconds(), "data_s": sr.data.Seconds()}
-		if b.replaced > 0 {
-			vals["bad_images"] = float64(b.replaced)
-		}
-		if err := mw.Write(metrics.Record{Step: int64(rs.step), Phase: "train", Values: vals}); err != nil {
-			return res, err
-		}
-		bar.Describe(fmt.Sprintf("%s step %d/%d loss %.4f acc %.3f %.0f img/s", cfg.Mode, rs.step, cfg.Steps, sr.loss, sr.acc, ips))
-		bar.Add(1)
-		if opt.AfterStep != nil {
-			opt.AfterStep(rs.step, sr.loss)
+		if err := l.record(sr, lr); err != nil {
+			return l.res, err
 		}
 		if cfg.EvalEvery > 0 && (rs.step%cfg.EvalEvery == 0 || rs.step == cfg.Steps) {
-			vals, acc, ok, err := rs.task.validate(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					res.Interrupted = true
-					break
-				}
-				return res, fmt.Errorf("validation at step %d: %w", rs.step, err)
+			if err := l.validate(ctx, sr.loss); err != nil {
+				return l.res, err
 			}
-			if ok {
-				if err := mw.Write(metrics.Record{Step: int64(rs.step), Phase: "val", Values: vals}); err != nil {
-					return res, err
-				}
-				args := []any{"step", rs.step, "acc", fmt.Sprintf("%.4f", acc)}
-				if ci, ok := vals["acc_ci95"]; ok {
-					args = append(args, "ci95", fmt.Sprintf("%.4f", ci))
-				}
-				slog.Info("train: validation", args...)
-				if acc > bestAcc {
-					bestAcc = acc
-					p, err := rs.save(sr.loss, vals, true)
-					if err != nil {
-						return res, err
-					}
-					res.Best = p
-				}
+			if l.res.Interrupted {
+				break
 			}
 		}
 		if (cfg.SaveEvery > 0 && rs.step%cfg.SaveEvery == 0) || rs.step == cfg.Steps {
-			if err := save(); err != nil {
-				return res, err
+			if err := l.checkpoint(); err != nil {
+				return l.res, err
 			}
-			lastSaved = rs.step
 		}
 	}
-	if res.Interrupted && lastSaved != rs.step {
+	if l.res.Interrupted && l.lastSaved != rs.step {
 		slog.Info("train: interrupted; saving a checkpoint", "step", rs.step)
-		if err := save(); err != nil {
-			return res, err
+		if err := l.checkpoint(); err != nil {
+			return l.res, err
 		}
 	}
-	res.Step = rs.step
-	if !math.IsInf(bestAcc, -1) {
-		res.BestAcc = bestAcc
+	return l.finish()
+}
+
+// step takes one training step. An interruption (before or while loading the step's images)
+// applies nothing, sets res.Interrupted and returns no error.
+func (l *loop) step(ctx context.Context) (stepResult, float64, error) {
+	rs := l.rs
+	if ctx.Err() != nil {
+		l.res.Interrupted = true
+		return stepResult{}, 0, nil
 	}
-	if trainTime > 0 && len(res.Losses) > 0 {
-		res.ImagesPerS = float64(trainImages) / trainTime.Seconds()
-		res.SecPerStep = trainTime.Seconds() / float64(len(res.Losses))
-		res.DataShare = dataTime.Seconds() / trainTime.Seconds()
+	lr := rs.sched(rs.step)
+	if err := rs.opt.SetLR(lr); err != nil {
+		return stepResult{}, lr, err
 	}
-	return res, mw.Flush()
+	if l.opt.beforeStep != nil {
+		l.opt.beforeStep(rs.step + 1)
+	}
+	t0 := time.Now()
+	b, wait, err := rs.fetch.next(ctx, rs.step, rs.step+1 >= rs.cfg.Steps)
+	if err == nil && ctx.Err() != nil {
+		// Interrupted while waiting for the images: apply nothing and undo this step's draws.
+		l.res.Interrupted = true
+		return stepResult{}, lr, rs.fetch.rewind(b)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			// next has already undone this step's draws.
+			l.res.Interrupted = true
+			return stepResult{}, lr, nil
+		}
+		return stepResult{}, lr, fmt.Errorf("step %d: loading images: %w", rs.step+1, err)
+	}
+	sr, err := rs.task.step(l.scope, b.idx, b.xs)
+	sr.data += wait
+	sr.badImages = b.replaced
+	l.scope.Reset()
+	if err != nil {
+		return sr, lr, l.stepFailed(sr, lr, err)
+	}
+	sr.took = time.Since(t0)
+	rs.step++
+	return sr, lr, nil
+}
+
+// stepFailed turns a failed step into the run's error; a non-finite loss is recorded first, and the
+// error names the last good checkpoint.
+func (l *loop) stepFailed(sr stepResult, lr float64, err error) error {
+	rs := l.rs
+	if !errors.Is(err, errNonFinite) {
+		return fmt.Errorf("step %d: %w", rs.step+1, err)
+	}
+	_ = l.mw.Write(metrics.Record{Step: int64(rs.step + 1), Phase: "train", Values: map[string]float64{"loss": sr.loss, "lr": lr}})
+	_ = l.mw.Flush()
+	last := l.res.Checkpoint
+	if steps, _ := checkpoint.Steps(rs.cfg.RunDir); len(steps) > 0 {
+		last = filepath.Join(rs.cfg.RunDir, checkpoint.Name(steps[0]))
+	}
+	if last == "" {
+		last = "none saved yet"
+	}
+	return fmt.Errorf("step %d: the loss is %v: stopping (lower --lr, or check the data); last good checkpoint: %s", rs.step+1, sr.loss, last)
+}
+
+// record books a completed step: throughput, metrics, progress bar and the AfterStep hook.
+func (l *loop) record(sr stepResult, lr float64) error {
+	rs := l.rs
+	l.trainTime += sr.took
+	l.trainImages += sr.images
+	l.dataTime += sr.data
+	l.res.Loss = sr.loss
+	l.res.Losses = append(l.res.Losses, sr.loss)
+	ips := float64(l.trainImages) / l.trainTime.Seconds()
+	vals := map[string]float64{"loss": sr.loss, "acc": sr.acc, "lr": lr, "images_per_s": float64(sr.images) / sr.took.Seconds(),
+		"step_s": sr.took.Seconds(), "data_s": sr.data.Seconds()}
+	if sr.badImages > 0 {
+		vals["bad_images"] = float64(sr.badImages)
+	}
+	if err := l.mw.Write(metrics.Record{Step: int64(rs.step), Phase: "train", Values: vals}); err != nil {
+		return err
+	}
+	l.bar.Describe(fmt.Sprintf("%s step %d/%d loss %.4f acc %.3f %.0f img/s", rs.cfg.Mode, rs.step, rs.cfg.Steps, sr.loss, sr.acc, ips))
+	l.bar.Add(1)
+	if l.opt.AfterStep != nil {
+		l.opt.AfterStep(rs.step, sr.loss)
+	}
+	return nil
+}
+
+// validate measures the validation accuracy, records it, and saves the best slot when it improves.
+// An interruption during validation sets res.Interrupted and returns no error.
+func (l *loop) validate(ctx context.Context, loss float64) error {
+	rs := l.rs
+	vals, acc, ok, err := rs.task.validate(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			l.res.Interrupted = true
+			return nil
+		}
+		return fmt.Errorf("validation at step %d: %w", rs.step, err)
+	}
+	if !ok {
+		return nil
+	}
+	if err := l.mw.Write(metrics.Record{Step: int64(rs.step), Phase: "val", Values: vals}); err != nil {
+		return err
+	}
+	args := []any{"step", rs.step, "acc", fmt.Sprintf("%.4f", acc)}
+	if ci, ok := vals["acc_ci95"]; ok {
+		args = append(args, "ci95", fmt.Sprintf("%.4f", ci))
+	}
+	slog.Info("train: validation", args...)
+	if acc <= l.res.BestAcc {
+		return nil
+	}
+	l.res.BestAcc = acc
+	p, err := rs.save(loss, vals, true)
+	if err != nil {
+		return err
+	}
+	l.res.Best = p
+	return nil
+}
+
+// checkpoint flushes the metrics, saves a checkpoint and redraws the curves.
+func (l *loop) checkpoint() error {
+	if err := l.mw.Flush(); err != nil {
+		return err
+	}
+	p, err := l.rs.save(l.res.Loss, nil, false)
+	if err != nil {
+		return err
+	}
+	l.res.Checkpoint, l.lastSaved = p, l.rs.step
+	dir := l.rs.cfg.RunDir
+	if err := plot.Curves(l.rs.metricsPath(), filepath.Join(dir, "curves.png")); err != nil {
+		slog.Warn("train: cannot draw the curves", "err", err)
+	}
+	return nil
+}
+
+// finish completes the result: the step reached, the best accuracy and the throughput.
+func (l *loop) finish() (Result, error) {
+	res := l.res
+	res.Step = l.rs.step
+	if math.IsInf(res.BestAcc, -1) {
+		res.BestAcc = 0
+	}
+	if l.trainTime > 0 && len(res.Losses) > 0 {
+		res.ImagesPerS = float64(l.trainImages) / l.trainTime.Seconds()
+		res.SecPerStep = l.trainTime.Seconds() / float64(len(res.Losses))
+		res.DataShare = l.dataTime.Seconds() / l.trainTime.Seconds()
+	}
+	return res, l.mw.Flush()
 }
 
 // newOptimizer builds the optimizer and the learning-rate schedule from the config.
@@ -371,27 +475,14 @@ func (rs *runState) newOptimizer() error {
 	}
 	switch c.Schedule {
 	case "cosine":
-		rs.sched = torch.CosineLR(c.LR, c.MinLR, c.Warmup, c.Steps)
+		rs.sched = CosineLR(c.LR, c.MinLR, c.Warmup, c.Steps)
 	case "step":
-		step := torch.StepLR(c.LR, c.LRGamma, c.LRStep)
+		step := StepLR(c.LR, c.LRGamma, c.LRStep)
 		rs.sched = withWarmup(step, c.LR, c.Warmup)
 	default:
 		rs.sched = withWarmup(func(int) float64 { return c.LR }, c.LR, c.Warmup)
 	}
 	return nil
-}
-
-// withWarmup ramps linearly to base over the first warmup steps, then follows s.
-func withWarmup(s torch.LRSchedule, base float64, warmup int) torch.LRSchedule {
-	if warmup <= 0 {
-		return s
-	}
-	return func(step int) float64 {
-		if step < warmup {
-			return base * float64(step+1) / float64(warmup)
-		}
-		return s(step)
-	}
 }
 
 // save writes a checkpoint of the current state (into the best slot when best).
@@ -447,23 +538,38 @@ func (rs *runState) restore() (string, error) {
 	return path, nil
 }
 
-// previousBest returns the best validation accuracy recorded so far and the best slot's path.
-func previousBest(metricsPath, runDir string) (float64, string) {
+// previousBest returns the best validation accuracy recorded so far and the best slot's path
+// (-Inf and "" without a best slot). The accuracy comes from the validation records of metrics.jsonl,
+// else (file missing, or no record) from the best checkpoint's own metrics; any other read error is
+// returned, since guessing would let a worse checkpoint replace the best one.
+func previousBest(metricsPath, runDir string) (float64, string, error) {
+	p := filepath.Join(runDir, checkpoint.BestName)
+	if _, err := os.Stat(p); err != nil {
+		return math.Inf(-1), "", nil
+	}
 	best := math.Inf(-1)
 	recs, err := metrics.ReadFile(metricsPath)
-	if err != nil {
-		return best, ""
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return best, "", fmt.Errorf("%s: the best accuracy so far is unknown: %w", metricsPath, err)
 	}
 	for _, r := range recs {
 		if v, ok := r.Get("acc"); ok && r.Phase == "val" && v > best {
 			best = v
 		}
 	}
-	p := filepath.Join(runDir, checkpoint.BestName)
-	if _, err := os.Stat(p); err != nil {
-		return math.Inf(-1), ""
+	if !math.IsInf(best, -1) {
+		return best, p, nil
 	}
-	return best, p
+	ck, err := checkpoint.Load(p)
+	if err != nil {
+		return best, "", fmt.Errorf("the best accuracy so far is unknown: %w", err)
+	}
+	defer ck.Free()
+	v, ok := ck.Metrics["val_acc"]
+	if !ok {
+		return best, "", fmt.Errorf("%s: no val_acc in its metrics and no validation record in %s: the best accuracy so far is unknown", p, metricsPath)
+	}
+	return v, p, nil
 }
 
 // imageOptions returns the image pipeline of a config (InMemory decided by the caller).

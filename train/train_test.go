@@ -18,6 +18,7 @@ import (
 	"protoherb/dataset"
 	"protoherb/metrics"
 	"protoherb/progress"
+	"protoherb/torch"
 )
 
 // writeFolder writes an ImageFolder of classes × perClass size×size gray PNGs; pix(class, i, x, y)
@@ -81,6 +82,15 @@ func tinyConfig(mode, data, runDir string) Config {
 
 var quiet = Options{Bar: progress.Options{Quiet: true}}
 
+// seededRun sets libtorch's threads and seed as the training commands do, then runs.
+func seededRun(ctx context.Context, cfg Config, opt Options) (Result, error) {
+	torch.SetNumThreads(cfg.Threads)
+	if err := torch.ManualSeed(cfg.Seed); err != nil {
+		return Result{}, err
+	}
+	return Run(ctx, cfg, opt)
+}
+
 func mean(xs []float64) float64 {
 	var s float64
 	for _, x := range xs {
@@ -92,7 +102,7 @@ func mean(xs []float64) float64 {
 func TestEpisodicLossFallsAndFewShot(t *testing.T) {
 	data := writeFolder(t, 8, 8, 16, stripes(16))
 	cfg := tinyConfig(ModeEpisodic, data, filepath.Join(t.TempDir(), "run"))
-	res, err := Run(context.Background(), cfg, quiet)
+	res, err := seededRun(context.Background(), cfg, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +139,7 @@ func TestEpisodicLossFallsAndFewShot(t *testing.T) {
 	}
 	// The trained model on its own training data, 4-way 1-shot.
 	fs, err := FewShot(context.Background(), FewShotOptions{Model: cfg.RunDir, Data: data, Format: "imagefolder",
-		Ways: []int{4}, Shots: []int{1}, Query: 2, Episodes: 20, Seed: 1, Threads: 2, Bar: quiet.Bar})
+		Ways: []int{4}, Shots: []int{1}, Query: 2, Episodes: 20, Seed: 1, Bar: quiet.Bar})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,11 +154,11 @@ func TestFewShotTriviallySeparable(t *testing.T) {
 	data := writeFolder(t, 6, 4, 16, func(c, i, x, y int) uint8 { return uint8(20 + 40*c) })
 	cfg := tinyConfig(ModeEpisodic, data, filepath.Join(t.TempDir(), "run"))
 	cfg.Steps, cfg.EvalEvery, cfg.ValFrac, cfg.Way, cfg.Shot, cfg.Query = 1, 0, 0, 3, 1, 1
-	if _, err := Run(context.Background(), cfg, quiet); err != nil {
+	if _, err := seededRun(context.Background(), cfg, quiet); err != nil {
 		t.Fatal(err)
 	}
 	fs, err := FewShot(context.Background(), FewShotOptions{Model: filepath.Join(cfg.RunDir, checkpoint.Name(1)), Data: data,
-		Format: "imagefolder", Ways: []int{2, 5}, Shots: []int{1, 3}, Query: 1, Episodes: 50, Seed: 3, Threads: 2, Bar: quiet.Bar})
+		Format: "imagefolder", Ways: []int{2, 5}, Shots: []int{1, 3}, Query: 1, Episodes: 50, Seed: 3, Bar: quiet.Bar})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +176,7 @@ func TestPretrainLossFallsAndInitsTrain(t *testing.T) {
 	data := writeFolder(t, 5, 10, 16, stripes(16))
 	cfg := tinyConfig(ModePretrain, data, filepath.Join(t.TempDir(), "pre"))
 	cfg.TopClasses = 4
-	res, err := Run(context.Background(), cfg, quiet)
+	res, err := seededRun(context.Background(), cfg, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +189,7 @@ func TestPretrainLossFallsAndInitsTrain(t *testing.T) {
 	}
 	tc := tinyConfig(ModeEpisodic, data, filepath.Join(t.TempDir(), "ep"))
 	tc.Init, tc.Steps, tc.EvalEvery = cfg.RunDir, 2, 0
-	if _, err := Run(context.Background(), tc, quiet); err != nil {
+	if _, err := seededRun(context.Background(), tc, quiet); err != nil {
 		t.Fatalf("train --init from a pretrain run: %v", err)
 	}
 }
@@ -213,7 +223,7 @@ func TestResumeIsExact(t *testing.T) {
 				synchronous := false
 				fo.loadAhead = &synchronous
 			}
-			full, err := Run(context.Background(), cfg, fo)
+			full, err := seededRun(context.Background(), cfg, fo)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -232,7 +242,7 @@ func TestResumeIsExact(t *testing.T) {
 					cancel()
 				}
 			}
-			part, err := Run(ctx, cfg, o)
+			part, err := seededRun(ctx, cfg, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -250,7 +260,7 @@ func TestResumeIsExact(t *testing.T) {
 			o2 := o
 			o2.beforeStep = nil
 			o2.Resume = true
-			rest, err := Run(context.Background(), cfg, o2)
+			rest, err := seededRun(context.Background(), cfg, o2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -283,7 +293,7 @@ func TestNaNLossStopsAndKeepsLastGoodCheckpoint(t *testing.T) {
 	data := writeFolder(t, 6, 8, 16, stripes(16))
 	cfg := tinyConfig(ModeEpisodic, data, filepath.Join(t.TempDir(), "run"))
 	cfg.Optimizer, cfg.LR, cfg.Schedule, cfg.SaveEvery, cfg.EvalEvery, cfg.Steps = "sgd", 1e30, "constant", 1, 0, 10
-	_, err := Run(context.Background(), cfg, quiet)
+	_, err := seededRun(context.Background(), cfg, quiet)
 	if err == nil {
 		t.Fatal("a run with lr 1e30 finished without error")
 	}
@@ -332,7 +342,7 @@ func TestConfigFileAndValidation(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "way") {
 		t.Errorf("validate 1-way: %v", err)
 	}
-	if _, err := Run(context.Background(), Config{Mode: "bogus"}, quiet); err == nil {
+	if _, err := seededRun(context.Background(), Config{Mode: "bogus"}, quiet); err == nil {
 		t.Error("bogus mode accepted")
 	}
 	var e error = errNonFinite

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"protoherb/demo"
+	"protoherb/torch"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -26,6 +27,10 @@ Writes DIR/report.md with PNG charts; needs no download and runs in minutes on 2
 				return usageErrorf("--out is required")
 			}
 			c.Log = cmd.OutOrStdout()
+			torch.SetNumThreads(c.Threads)
+			if err := torch.ManualSeed(c.Seed); err != nil {
+				return err
+			}
 			res, err := demo.Run(cmd.Context(), c)
 			if err != nil {
 				return err

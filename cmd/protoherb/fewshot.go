@@ -6,13 +6,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"protoherb/torch"
 	"protoherb/train"
 )
 
 func newFewshotCmd() *cobra.Command {
 	o := train.FewShotOptions{Split: "test", Ways: []int{5}, Shots: []int{1}, Query: 15, Episodes: 1000, Seed: 1, Device: "cpu",
-		Threads: runtime.NumCPU(), InMemory: "auto"}
+		InMemory: "auto"}
 	var quiet bool
+	threads := runtime.NumCPU()
 	cmd := &cobra.Command{
 		Use:   "fewshot --model CKPT --data PATH [--split test] [--way 5 --shot 1 --query 15 --episodes 1000]",
 		Short: "N-way K-shot accuracy of a trained model with a 95% confidence interval",
@@ -27,6 +29,7 @@ every combination is evaluated, and every distinct image is embedded once, in ev
 				return usageErrorf("fewshot: --model and --data are required")
 			}
 			o.Bar.Quiet = quiet
+			torch.SetNumThreads(threads)
 			r, err := train.FewShot(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -50,7 +53,7 @@ every combination is evaluated, and every distinct image is embedded once, in ev
 	f.IntVar(&o.Episodes, "episodes", o.Episodes, "episodes")
 	f.Uint64Var(&o.Seed, "seed", o.Seed, "random seed of the episodes")
 	f.StringVar(&o.Device, "device", o.Device, "cpu, cuda or cuda:N")
-	f.IntVar(&o.Threads, "threads", o.Threads, "libtorch threads")
+	f.IntVar(&threads, "threads", threads, "libtorch threads")
 	f.StringVar(&o.InMemory, "in-memory", o.InMemory, "decode the images once into RAM: auto, true, false")
 	f.IntVar(&o.Workers, "workers", 0, "image decoding goroutines (0: cores)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"protoherb/torch"
 	"protoherb/train"
 )
 
@@ -51,6 +52,10 @@ func newRunCmd(mode string, cmd *cobra.Command) *cobra.Command {
 		}
 		opt := train.Options{Resume: resume != ""}
 		opt.Bar.Quiet = quiet
+		torch.SetNumThreads(c.Threads)
+		if err := torch.ManualSeed(c.Seed); err != nil {
+			return err
+		}
 		res, err := train.Run(cmd.Context(), c, opt)
 		if err != nil {
 			return err
