@@ -90,7 +90,7 @@ func TestStreamingRunSkipsBadImages(t *testing.T) {
 			cfg.Format = "csv"
 			tc.edit(&cfg)
 			cfg.Augment, cfg.InMemory, cfg.Steps, cfg.SaveEvery, cfg.EvalEvery = true, "false", 12, 4, 4
-			a, err := Run(context.Background(), cfg, quiet)
+			a, err := seededRun(context.Background(), cfg, quiet)
 			if err != nil {
 				t.Fatalf("a streaming run over broken images: %v", err)
 			}
@@ -113,7 +113,7 @@ func TestStreamingRunSkipsBadImages(t *testing.T) {
 
 			again := cfg
 			again.RunDir = filepath.Join(t.TempDir(), "b")
-			b, err := Run(context.Background(), again, quiet)
+			b, err := seededRun(context.Background(), again, quiet)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,12 +131,12 @@ func TestStreamingRunSkipsBadImages(t *testing.T) {
 					cancel()
 				}
 			}
-			if part, err := Run(ctx, cut, o); err != nil || part.Step != 6 {
+			if part, err := seededRun(ctx, cut, o); err != nil || part.Step != 6 {
 				t.Fatalf("cut run: step %d, %v; want interrupted at 6", part.Step, err)
 			}
 			o = quiet
 			o.Resume = true
-			rest, err := Run(context.Background(), cut, o)
+			rest, err := seededRun(context.Background(), cut, o)
 			if err != nil {
 				t.Fatalf("resume: %v", err)
 			}
@@ -152,7 +152,7 @@ func TestStreamingRunSkipsBadImages(t *testing.T) {
 
 			strict := cfg
 			strict.RunDir, strict.OnBadImage = filepath.Join(t.TempDir(), "strict"), "fail"
-			_, err = Run(context.Background(), strict, quiet)
+			_, err = seededRun(context.Background(), strict, quiet)
 			if err == nil || !strings.Contains(err.Error(), "on-bad-image") || !slices.ContainsFunc(broken, func(p string) bool { return strings.Contains(err.Error(), p) }) {
 				t.Errorf("--on-bad-image fail: %v; want an error naming a broken file", err)
 			}
