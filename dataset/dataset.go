@@ -208,22 +208,3 @@ func (d *Dataset) ClassIndex() map[int64]int {
 	}
 	return m
 }
-
-// CheckFiles returns the samples whose image file is missing or empty, as errors naming the file.
-// It stats every file, which takes a while on a million images.
-func (d *Dataset) CheckFiles(limit int) []error {
-	var bad []error
-	for _, s := range d.Samples {
-		st, err := os.Stat(s.Path)
-		switch {
-		case err != nil:
-			bad = append(bad, fmt.Errorf("sample %d: %w", s.ID, err))
-		case st.Size() == 0:
-			bad = append(bad, fmt.Errorf("sample %d: %s: empty file", s.ID, s.Path))
-		}
-		if limit > 0 && len(bad) >= limit {
-			break
-		}
-	}
-	return bad
-}

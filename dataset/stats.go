@@ -93,3 +93,17 @@ func (s Stats) Print(w io.Writer, d *Dataset) {
 		fmt.Fprintf(w, "taxonomy:  %s\n", strings.Join(levels, ", "))
 	}
 }
+
+// Paths lists the image files of the samples, each once, in sample order (Omniglot lists each
+// drawing under four rotation classes).
+func (d *Dataset) Paths() []string {
+	out := make([]string, 0, len(d.Samples))
+	seen := make(map[string]bool, len(d.Samples))
+	for _, s := range d.Samples {
+		if !seen[s.Path] {
+			seen[s.Path] = true
+			out = append(out, s.Path)
+		}
+	}
+	return out
+}

@@ -39,11 +39,16 @@ func (f *dataFlags) open() (*dataset.Dataset, error) {
 
 func newDataStatsCmd() *cobra.Command {
 	var df dataFlags
-	var check bool
+	var opt imageio.CheckOptions
+	var check, quiet bool
 	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Print images, classes, images per class, head/medium/tail counts and taxonomy levels",
-		Args:  cobra.NoArgs,
+		Long: `Prints images, classes, images per class, head/medium/tail counts and taxonomy levels.
+
+--check also reads every image file's header and end, in parallel (--decode: decodes every image), and
+lists each file the loader could not read with the reason; the command then fails (exit 1).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := df.open()
 			if err != nil {
@@ -51,22 +56,30 @@ func newDataStatsCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			dataset.ComputeStats(d).Print(out, d)
-			if check {
-				bad := d.CheckFiles(0)
-				for i, err := range bad {
-					if i == 20 {
-						fmt.Fprintf(out, "  ... and %d more\n", len(bad)-20)
-						break
-					}
-					fmt.Fprintf(out, "  %v\n", err)
-				}
-				fmt.Fprintf(out, "missing or empty image files: %d\n", len(bad))
+			if !check && !opt.Decode {
+				return nil
+			}
+			paths := d.Paths()
+			opt.Bar = progress.New(int64(len(paths)), "check images", progress.Options{Quiet: quiet, Unit: "img"})
+			bad, err := imageio.CheckFiles(cmd.Context(), paths, opt)
+			if err != nil {
+				return err
+			}
+			for _, b := range bad {
+				fmt.Fprintf(out, "  bad image: %v\n", b)
+			}
+			fmt.Fprintf(out, "checked %d image files: %d bad\n", len(paths), len(bad))
+			if len(bad) > 0 {
+				return fmt.Errorf("%s: %d of %d image files cannot be read (listed above)", d.Root, len(bad), len(paths))
 			}
 			return nil
 		},
 	}
 	df.register(cmd)
-	cmd.Flags().BoolVar(&check, "check", false, "also check that every image file exists and is not empty")
+	cmd.Flags().BoolVar(&check, "check", false, "also read every image's header and end, list the bad files, fail when there is one")
+	cmd.Flags().BoolVar(&opt.Decode, "decode", false, "with --check (implied): decode every image, not only its header")
+	cmd.Flags().IntVar(&opt.Workers, "workers", 0, "files checked in parallel (0 = one per CPU)")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress bar")
 	return cmd
 }
 
@@ -93,15 +106,7 @@ func newDataCacheCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// One entry per file (Omniglot lists each drawing under four rotation classes).
-			paths := make([]string, 0, len(d.Samples))
-			seen := make(map[string]bool, len(d.Samples))
-			for _, s := range d.Samples {
-				if !seen[s.Path] {
-					seen[s.Path] = true
-					paths = append(paths, s.Path)
-				}
-			}
+			paths := d.Paths()
 			abs, err := filepath.Abs(out)
 			if err != nil {
 				return err

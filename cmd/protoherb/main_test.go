@@ -115,3 +115,34 @@ func TestSignalSavesAndExits130Or143(t *testing.T) {
 		})
 	}
 }
+
+// TestDataStatsCheck: --check reads every image, lists each bad one with its reason and fails.
+func TestDataStatsCheck(t *testing.T) {
+	data, _ := fixture(t)
+	args := []string{"data", "stats", "--data", data, "--format", "imagefolder", "--check", "--quiet", "--log-level", "error"}
+	var out bytes.Buffer
+	if code := runMain(args, &out, &out); code != exitOK || !strings.Contains(out.String(), "checked 9 image files: 0 bad") {
+		t.Fatalf("a good set: exit %d\n%s", code, out.String())
+	}
+	truncated := filepath.Join(data, "train", "Betula", "b.png")
+	b, err := os.ReadFile(truncated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(truncated, b[:len(b)-20], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(data, "train", "Carex", "a.png")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, decode := range []string{"--decode=false", "--decode"} {
+		out.Reset()
+		code := runMain(append(args, decode), &out, &out)
+		s := out.String()
+		if code != exitFailure || !strings.Contains(s, "checked 9 image files: 2 bad") ||
+			!strings.Contains(s, "bad image: "+truncated+": corrupt image") || !strings.Contains(s, "bad image: "+empty+": corrupt image: empty file") {
+			t.Errorf("%s over a truncated and an empty file: exit %d\n%s", decode, code, s)
+		}
+	}
+}
