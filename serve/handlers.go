@@ -119,7 +119,8 @@ func (s *Server) preprocess(ctx context.Context, b []byte) ([]float32, error) {
 		s.putProc(p)
 		return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "image of %d×%d pixels exceeds the limit of %d pixels", w, h, s.cfg.MaxPixels)
 	}
-	cost := decodeCost(b, f, w, h)
+	tf := s.cfg.Embedder.Transform()
+	cost := decodeCost(b, f, w, h, tf)
 	if cost > s.cfg.DecodeBudget {
 		s.putProc(p)
 		return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "image of %d×%d pixels needs %d MiB to decode, more than the decode budget of %d MiB", w, h, cost>>20, s.cfg.DecodeBudget>>20)
@@ -134,7 +135,6 @@ func (s *Server) preprocess(ctx context.Context, b []byte) ([]float32, error) {
 	} else {
 		defer s.putProc(p)
 	}
-	tf := s.cfg.Embedder.Transform()
 	c := tf.Channels
 	if c == 0 {
 		c = 3

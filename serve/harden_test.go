@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
+	"image/jpeg"
 	"image/png"
 	"io"
 	"io/fs"
@@ -80,6 +81,27 @@ func TestWeightedIsFIFOAndCancellable(t *testing.T) {
 	}
 }
 
+// A small decode is not held up behind a large one waiting for memory.
+func TestWeightedSmallSkipsTheQueue(t *testing.T) {
+	w := newWeighted(640) // small: up to 10
+	if !w.tryAcquire(600) {
+		t.Fatal("tryAcquire(600) of 640")
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.acquire(context.Background(), 100) }()
+	waitFor(t, "the large waiter", func() bool { return w.waiting() == 1 })
+	if !w.tryAcquire(10) {
+		t.Fatal("a small request waited behind a large one")
+	}
+	if w.tryAcquire(20) {
+		t.Fatal("a request larger than small overtook the queue")
+	}
+	w.release(600)
+	if err := <-done; err != nil || w.used() != 110 {
+		t.Fatalf("large waiter: %v, in use %d; want nil and 110", err, w.used())
+	}
+}
+
 // realPNG encodes a w×h opaque RGB image.
 func realPNG(t *testing.T, w, h int) []byte {
 	t.Helper()
@@ -125,7 +147,7 @@ func TestDecodeBudgetIsSharedAndWaitedFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cost := decodeCost(img, imageio.FormatPNG, w, h)
+	cost := decodeCost(img, imageio.FormatPNG, w, h, imageio.Transform{Size: 84})
 	if cost != int64(300*200*7) {
 		t.Fatalf("decode cost of a 300×200 RGB PNG: %d bytes, want %d (RGBA image + RGB copy)", cost, 300*200*7)
 	}
@@ -156,6 +178,40 @@ func TestDecodeBudgetIsSharedAndWaitedFor(t *testing.T) {
 	r := post(t, ts.url+"/v1/identify", "image/png", realPNG(t, 301, 200), nil, nil)
 	if r.StatusCode != 413 || !strings.Contains(r.Header.Get("X-Test-Body"), "decode budget") {
 		t.Errorf("image over the decode budget: status %d (%s), want 413", r.StatusCode, r.Header.Get("X-Test-Body"))
+	}
+}
+
+// A colour JPEG is decoded at a reduced DCT scale: its cost is that scaled image, which bounds
+// what the decoder really allocates.
+func TestDecodeCostOfAScaledJPEG(t *testing.T) {
+	m := image.NewRGBA(image.Rect(0, 0, 1600, 1200))
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, m, nil); err != nil {
+		t.Fatal(err)
+	}
+	tf := imageio.Transform{Size: 84, Resize: 96}
+	// The crop needs a scale of 96/1200 = 0.08: 1/8, so 200×150 RGB.
+	if c := decodeCost(buf.Bytes(), imageio.FormatJPEG, 1600, 1200, tf); c != 200*150*3 {
+		t.Errorf("cost of a 1600×1200 JPEG for an 84 px crop: %d bytes, want %d", c, 200*150*3)
+	}
+	got, err := imageio.DecodeBytesScaled(buf.Bytes(), imageio.DecodeOptions{MinW: 128, MinH: 96})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := int64(len(got.Pix)); n > decodeCost(buf.Bytes(), imageio.FormatJPEG, 1600, 1200, tf) {
+		t.Errorf("the decoder allocated %d bytes, over the cost", n)
+	}
+	if p, n := jpegSOF(buf.Bytes()); p || n != 3 {
+		t.Errorf("jpegSOF of a baseline colour JPEG: progressive %v, %d components", p, n)
+	}
+	// A progressive JPEG also holds its coefficients: 2 bytes per pixel and component.
+	prog := []byte{0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0, 0, 0xFF, 0xC2, 0x00, 0x0B, 8, 0x04, 0xB0, 0x06, 0x40, 1, 1, 0x11, 0}
+	if p, n := jpegSOF(prog); !p || n != 1 {
+		t.Errorf("jpegSOF of a progressive gray header: progressive %v, %d components", p, n)
+	}
+	// Full size when the crop needs it, and never more than the whole image.
+	if c := decodeCost(buf.Bytes(), imageio.FormatJPEG, 1600, 1200, imageio.Transform{Size: 2000}); c != 1600*1200*3 {
+		t.Errorf("cost for a crop larger than the image: %d, want %d", c, 1600*1200*3)
 	}
 }
 

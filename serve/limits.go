@@ -26,11 +26,14 @@ const (
 	DefaultUploadBudget = 256 << 20
 )
 
-// weighted is a FIFO weighted semaphore: acquire(n) waits until n units are free and every earlier
-// waiter has been served, so a large request is not starved by a stream of small ones. It holds
-// the decode memory budget (units: bytes) shared by all identify and enrolment requests.
+// weighted is a weighted semaphore, FIFO for large requests: acquire(n) waits until n units are free
+// and every earlier waiter has been served, so a large request is not starved by a stream of
+// others. Small requests (at most small units) take free units at once, whoever waits: a
+// specimen photo is not held up behind a huge scan waiting for memory. It holds the decode memory
+// budget (units: bytes) shared by all identify and enrolment requests.
 type weighted struct {
 	size    int64
+	small   int64 // requests of at most this many units skip the queue when they fit
 	mu      sync.Mutex
 	cur     int64
 	waiters list.List // of *waiter, in arrival order
@@ -41,12 +44,18 @@ type waiter struct {
 	ready chan struct{} // closed when the units are granted
 }
 
-func newWeighted(size int64) *weighted { return &weighted{size: size} }
+func newWeighted(size int64) *weighted { return &weighted{size: size, small: size / 64} }
+
+// fits reports whether n units can be granted now to a request that is not queued. Called with mu
+// held.
+func (w *weighted) fits(n int64) bool {
+	return w.size-w.cur >= n && (w.waiters.Len() == 0 || n <= w.small)
+}
 
 // acquire takes n units, waiting (FIFO) until they are free or ctx ends. n must not exceed the size.
 func (w *weighted) acquire(ctx context.Context, n int64) error {
 	w.mu.Lock()
-	if w.size-w.cur >= n && w.waiters.Len() == 0 {
+	if w.fits(n) {
 		w.cur += n
 		w.mu.Unlock()
 		return nil
@@ -79,7 +88,7 @@ func (w *weighted) acquire(ctx context.Context, n int64) error {
 func (w *weighted) tryAcquire(n int64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.size-w.cur >= n && w.waiters.Len() == 0 {
+	if w.fits(n) {
 		w.cur += n
 		return true
 	}
@@ -105,28 +114,30 @@ func (w *weighted) used() int64 {
 	return w.cur
 }
 
-// notify grants waiters in order while they fit. Called with mu held.
+// notify grants waiters in order while they fit, and then any small waiter that fits. Called with
+// mu held.
 func (w *weighted) notify() {
-	for {
-		el := w.waiters.Front()
-		if el == nil {
-			return
+	blocked := false
+	for el := w.waiters.Front(); el != nil; {
+		wt, next := el.Value.(*waiter), el.Next()
+		if w.size-w.cur >= wt.n && (!blocked || wt.n <= w.small) {
+			w.cur += wt.n
+			w.waiters.Remove(el)
+			close(wt.ready)
+		} else {
+			blocked = true
 		}
-		wt := el.Value.(*waiter)
-		if w.size-w.cur < wt.n {
-			return
-		}
-		w.cur += wt.n
-		w.waiters.Remove(el)
-		close(wt.ready)
+		el = next
 	}
 }
 
 // decodeCost bounds the bytes that decoding an image of w×h pixels in format f holds at once,
-// from its header: the decoder's image (the standard library's PNG and exotic-JPEG images, at their
-// bytes per pixel, or libjpeg-turbo's RGB/gray buffer) plus the 8-bit copy the crop is taken from.
-// JPEGs are often decoded at a reduced DCT scale, which costs less; the bound is for full scale.
-func decodeCost(b []byte, f imageio.Format, w, h int) int64 {
+// from its header. A colour or gray JPEG is decoded by libjpeg-turbo at the smallest DCT scale
+// (k/8) that keeps tf's crop Size pixels per side (with a centre crop, as the service's transform
+// has): that scaled image, 3 or 1 bytes a pixel. Anything else (PNG, CMYK JPEG) is decoded whole
+// through the standard library: its image at its bytes per pixel plus the 8-bit copy the crop is
+// taken from.
+func decodeCost(b []byte, f imageio.Format, w, h int, tf imageio.Transform) int64 {
 	px := int64(w) * int64(h)
 	var model color.Model
 	switch f {
@@ -138,6 +149,21 @@ func decodeCost(b []byte, f imageio.Format, w, h int) int64 {
 		if c, err := jpeg.DecodeConfig(bytes.NewReader(b)); err == nil {
 			model = c.ColorModel
 		}
+	}
+	if f == imageio.FormatJPEG && (model == color.YCbCrModel || model == color.GrayModel) && !tf.RandomCrop && tf.Size > 0 {
+		// The crop is min(w,h)·Size/Resize pixels wide, so the scale must be at least Resize/min(w,h).
+		short := int64(min(w, h))
+		k := min(8, (8*int64(max(tf.Resize, tf.Size))+short-1)/short)
+		c := int64(3)
+		if model == color.GrayModel {
+			c = 1
+		}
+		cost := ((int64(w)*k + 7) / 8) * ((int64(h)*k + 7) / 8) * c
+		if progressive, comps := jpegSOF(b); progressive {
+			// A progressive JPEG's DCT coefficients are held whole, 2 bytes each, whatever the scale.
+			cost += px * 2 * int64(comps)
+		}
+		return cost
 	}
 	switch model {
 	case color.GrayModel:
@@ -153,6 +179,29 @@ func decodeCost(b []byte, f imageio.Format, w, h int) int64 {
 		return px * (1 + 3)
 	}
 	return px * (8 + 3) // 16-bit RGBA, or unknown: the dearest case
+}
+
+// jpegSOF reads a JPEG's frame header: whether it is progressive, and its number of components.
+// A header it cannot walk counts as progressive with 3 components (the dearer reading).
+func jpegSOF(b []byte) (progressive bool, comps int) {
+	for i := 2; i+9 < len(b); {
+		if b[i] != 0xFF {
+			return true, 3
+		}
+		m := b[i+1]
+		if m == 0xFF || m == 0x01 || (m >= 0xD0 && m <= 0xD7) { // fill byte, or a marker without length
+			i++
+			continue
+		}
+		if m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC {
+			return m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE, int(b[i+9])
+		}
+		if m == 0xDA { // scan data before any frame header
+			return true, 3
+		}
+		i += 2 + (int(b[i+2])<<8 | int(b[i+3]))
+	}
+	return true, 3
 }
 
 // retainLimit is the decode cost above which a request's decoder is freed rather than pooled, so
