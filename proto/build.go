@@ -2,7 +2,6 @@ package proto
 
 import (
 	"fmt"
-	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -133,10 +132,6 @@ func (s *Store) Build(b Build) (*Prototypes, error) {
 			continue
 		}
 		rows = append(rows, r)
-	}
-	if len(p.Excluded) > 0 {
-		slog.Warn("classes without images have no prototype and cannot be predicted",
-			"classes", len(p.Excluded), "first", p.Excluded[:min(5, len(p.Excluded))])
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("proto: none of the %d classes has an image", len(s.classes))

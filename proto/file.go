@@ -13,9 +13,12 @@ import (
 // Format is the metadata "format" value of a prototype store file.
 const Format = "protoherb.prototypes/1"
 
-// The file is safetensors: tensors sums [C, D] F64, counts [C] I64 and sqnorms [C] F64 (Σ|x|² per
-// class), row i being class i; metadata (string → string): format, dim, model (fingerprint),
-// options (JSON of Options), build (JSON of the recorded Build) and classes (JSON list of {id, name, genus, family}).
+// The file is safetensors: tensors sums [C, D] F64, counts [C] I64, sqnorms [C] F64 (Σ|x|² per
+// class) and nearest [C] F64 (squared distance to the nearest other prototype, NaN when not known;
+// absent in older files), row i being class i; metadata (string → string): format, dim, model
+// (fingerprint), options (JSON of Options), build (JSON of the recorded Build), classes (JSON list
+// of {id, name, genus, family}), generation (decimal; one more at every save through an Index),
+// calibration (JSON of Calibration) and receipts (JSON list of Receipt).
 
 // Save writes the store to path atomically: an interrupted save leaves any previous file intact.
 func (s *Store) Save(path string) error {
@@ -26,18 +29,24 @@ func (s *Store) Save(path string) error {
 	}
 	opt, _ := json.Marshal(s.opt)
 	build, _ := json.Marshal(s.build)
+	cal, _ := json.Marshal(s.cal)
+	receipts, _ := json.Marshal(nonNil(s.receipts))
 	meta := map[string]string{
-		"format":  Format,
-		"dim":     strconv.Itoa(s.dim),
-		"model":   s.model,
-		"options": string(opt),
-		"classes": string(classes),
-		"build":   string(build),
+		"format":      Format,
+		"dim":         strconv.Itoa(s.dim),
+		"model":       s.model,
+		"options":     string(opt),
+		"classes":     string(classes),
+		"build":       string(build),
+		"generation":  strconv.FormatUint(s.gen, 10),
+		"calibration": string(cal),
+		"receipts":    string(receipts),
 	}
 	return safetensors.Write(path, []safetensors.Tensor{
 		safetensors.FromFloat64("sums", s.sums, c, int64(s.dim)),
 		safetensors.FromInt64("counts", s.counts, c),
 		safetensors.FromFloat64("sqnorms", s.sqnorms, c),
+		safetensors.FromFloat64("nearest", s.nearest, c),
 	}, meta)
 }
 
@@ -68,8 +77,14 @@ func Load(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := unmarshalIf(meta["build"], &s.build); err != nil {
-		return nil, fmt.Errorf("%s: bad build options: %w", path, err)
+	if err := errors.Join(unmarshalIf(meta["build"], &s.build), unmarshalIf(meta["calibration"], &s.cal),
+		unmarshalIf(meta["receipts"], &s.receipts)); err != nil {
+		return nil, fmt.Errorf("%s: bad metadata: %w", path, err)
+	}
+	if g := meta["generation"]; g != "" {
+		if s.gen, err = strconv.ParseUint(g, 10, 64); err != nil {
+			return nil, fmt.Errorf("%s: bad generation %q", path, g)
+		}
 	}
 	c := int64(len(classes))
 	if err := f.Expect(map[string]safetensors.Info{
@@ -82,6 +97,11 @@ func Load(path string) (*Store, error) {
 	if err := errors.Join(f.Read("sums", safetensors.Bytes(s.sums)), f.Read("counts", safetensors.Bytes(s.counts)),
 		f.Read("sqnorms", safetensors.Bytes(s.sqnorms))); err != nil {
 		return nil, err
+	}
+	if info, ok := f.Tensors["nearest"]; ok && info.Is(safetensors.F64, c) {
+		if err := f.Read("nearest", safetensors.Bytes(s.nearest)); err != nil {
+			return nil, err
+		}
 	}
 	for r, n := range s.counts {
 		if n < 0 {

@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -43,6 +44,14 @@ type Store struct {
 	counts  []int64
 	sqnorms []float64 // Σ|x|² per class (for the data-driven shrinkage)
 	build   Build     // the Build recorded with the store (`protoherb prototypes --shrink ...`)
+
+	// What the file records for its writers (see Index): the generation (one more at every save
+	// through an Index), the temperature calibration, each class's squared distance to its nearest
+	// other prototype under cal.Build (NaN: not known), and the receipts of recent enrolments.
+	gen      uint64
+	cal      Calibration
+	nearest  []float64
+	receipts []Receipt
 }
 
 // DefaultBuild returns the Build options recorded with the store (the zero Build when none).
@@ -75,6 +84,7 @@ func (s *Store) addClass(c Class) error {
 	s.sums = append(s.sums, make([]float64, s.dim)...)
 	s.counts = append(s.counts, 0)
 	s.sqnorms = append(s.sqnorms, 0)
+	s.nearest = append(s.nearest, math.NaN())
 	return nil
 }
 
@@ -188,6 +198,21 @@ func (s *Store) Add(c Class, embeddings []float32) error {
 	return nil
 }
 
+// ErrConflict marks an enrolment refused because of what the file holds (a taxonomy or id that
+// differs from the recorded one), not because of a failure: errors.Is(err, ErrConflict).
+var ErrConflict = errors.New("conflict")
+
+// conflict wraps a refusal so that errors.Is(err, ErrConflict) and errors.Unwrap gives the message.
+type conflictError struct{ msg string }
+
+func (e *conflictError) Error() string        { return e.msg }
+func (e *conflictError) Is(target error) bool { return target == ErrConflict }
+func (e *conflictError) Unwrap() error        { return errors.New(e.msg) }
+
+func conflictf(format string, args ...any) error {
+	return &conflictError{msg: fmt.Sprintf(format, args...)}
+}
+
 // AutoID asks Enrol to choose a class id: the id of the class with the name, else one more than
 // the largest.
 const AutoID int64 = -1
@@ -220,7 +245,7 @@ func (s *Store) Lookup(name string) (Class, bool) {
 func (s *Store) Enrol(c Class, embeddings []float32) (Class, bool, error) {
 	c.Name, c.Genus, c.Family = CleanName(c.Name), strings.TrimSpace(c.Genus), strings.TrimSpace(c.Family)
 	if c.Name == "" {
-		return Class{}, false, errors.New("proto: enrol: the species needs a name")
+		return Class{}, false, conflictf("proto: enrol: the species needs a name")
 	}
 	if len(embeddings) == 0 {
 		return Class{}, false, fmt.Errorf("proto: enrol %s: no embeddings", c.Name)
@@ -229,22 +254,22 @@ func (s *Store) Enrol(c Class, embeddings []float32) (Class, bool, error) {
 	switch {
 	case found:
 		if c.ID != AutoID && c.ID != old.ID {
-			return Class{}, false, fmt.Errorf("proto: enrol %s: the species has id %d, not %d", c.Name, old.ID, c.ID)
+			return Class{}, false, conflictf("proto: enrol %s: the species has id %d, not %d", c.Name, old.ID, c.ID)
 		}
 		if c.Genus != "" && old.Genus != "" && !strings.EqualFold(c.Genus, old.Genus) {
-			return Class{}, false, fmt.Errorf("proto: enrol %s: genus %q differs from the recorded %q", c.Name, c.Genus, old.Genus)
+			return Class{}, false, conflictf("proto: enrol %s: genus %q differs from the recorded %q", c.Name, c.Genus, old.Genus)
 		}
 		if c.Family != "" && old.Family != "" && !strings.EqualFold(c.Family, old.Family) {
-			return Class{}, false, fmt.Errorf("proto: enrol %s: family %q differs from the recorded %q", c.Name, c.Family, old.Family)
+			return Class{}, false, conflictf("proto: enrol %s: family %q differs from the recorded %q", c.Name, c.Family, old.Family)
 		}
 		c = Class{ID: old.ID, Name: old.Name, Genus: cmp.Or(old.Genus, c.Genus), Family: cmp.Or(old.Family, c.Family)}
 	case c.ID == AutoID:
 		c.ID = s.nextID()
 	case c.ID < 0:
-		return Class{}, false, fmt.Errorf("proto: enrol %s: class id %d is negative", c.Name, c.ID)
+		return Class{}, false, conflictf("proto: enrol %s: class id %d is negative", c.Name, c.ID)
 	default:
 		if have, taken := s.Class(c.ID); taken {
-			return Class{}, false, fmt.Errorf("proto: enrol %s: id %d is species %q", c.Name, c.ID, have.Name)
+			return Class{}, false, conflictf("proto: enrol %s: id %d is species %q", c.Name, c.ID, have.Name)
 		}
 	}
 	if err := s.Add(c, embeddings); err != nil {
@@ -305,6 +330,19 @@ func (s *Store) addRow(r int, x []float32) {
 	}
 	s.counts[r]++
 	s.sqnorms[r] += sq
+}
+
+// clone returns a deep copy (what an enrolment changes before the file is written).
+func (s *Store) clone() *Store {
+	c := *s
+	c.classes = slices.Clone(s.classes)
+	c.row = maps.Clone(s.row)
+	c.sums = slices.Clone(s.sums)
+	c.counts = slices.Clone(s.counts)
+	c.sqnorms = slices.Clone(s.sqnorms)
+	c.nearest = slices.Clone(s.nearest)
+	c.receipts = slices.Clone(s.receipts)
+	return &c
 }
 
 // Merge returns a new store holding the classes of all the stores and the exact sums of their

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"protoherb/infer"
+	"protoherb/proto"
 )
 
 // BenchOptions configure a load test.
@@ -63,6 +64,8 @@ type BenchReport struct {
 	// Lost enrolments: acknowledged but missing from the species counts or from the file after a
 	// reload.
 	Lost int
+	// EnrolLatencies of every acknowledged enrolment (HTTP, embedding included), sorted.
+	EnrolLatencies []time.Duration
 }
 
 // Bench starts a server on 127.0.0.1, drives it with each number of concurrent identify clients
@@ -193,6 +196,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 					case <-time.After(o.EnrolPause):
 					}
 					// Not cut off by the end of the run: an enrolment in flight completes and counts.
+					t := time.Now()
 					err := enrolOne(ctx, client, base, name, o.Images[j%len(o.Images)])
 					if err != nil {
 						enrolErrs.Add(1)
@@ -201,6 +205,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 					enrols.Add(1)
 					enrolMu.Lock()
 					enrolled[name]++
+					rep.EnrolLatencies = append(rep.EnrolLatencies, time.Since(t))
 					enrolMu.Unlock()
 				}
 			})
@@ -229,13 +234,14 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	for _, sp := range s.cfg.Store.Species() {
 		live[sp.Name] = sp.Count
 	}
-	re, err := OpenProtoStore(o.Files.Prototypes, o.Files.Build)
+	slices.Sort(rep.EnrolLatencies)
+	re, err := proto.Load(o.Files.Prototypes)
 	if err != nil {
 		return rep, fmt.Errorf("bench serve: reloading the prototypes: %w", err)
 	}
 	saved := map[string]int64{}
-	for _, sp := range re.Species() {
-		saved[sp.Name] = sp.Count
+	for _, c := range re.Classes() {
+		saved[c.Name] = re.Count(c.ID)
 	}
 	total := 0
 	for name, n := range enrolled {

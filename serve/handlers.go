@@ -321,6 +321,8 @@ type EnrolResponse struct {
 	Species Species `json:"species"`
 	Created bool    `json:"created"`
 	Added   int     `json:"added"`
+	// Replayed: the request's Idempotency-Key was already applied; nothing was added again.
+	Replayed bool `json:"replayed,omitempty"`
 }
 
 func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
@@ -402,34 +404,16 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	s.enrolMu.Lock()
-	defer s.enrolMu.Unlock()
-	before := len(s.cfg.Store.Species())
-	got, err := s.cfg.Store.Enrol(sp, embs, len(xs))
+	got, err := s.enrolEmbeddings(sp.Class, embs, r.Header.Get("Idempotency-Key"))
 	if err != nil {
-		s.writeErr(w, s.enrolErr(err))
-		return
-	}
-	s.met.enrolled.Add(float64(len(xs)))
-	if err := s.rebuild(); err != nil {
 		s.writeErr(w, err)
 		return
 	}
-	if s.autoTemp && s.cfg.Index == nil {
-		// The prototype-spacing heuristic is cheap: follow the species as they are added. (A fit
-		// on the index describes the training set and is kept.)
-		t, src := s.calibrate()
-		s.mu.Lock()
-		s.temp, s.tempSource = t, src
-		s.mu.Unlock()
-	}
-	created := len(s.cfg.Store.Species()) > before
-	s.log.Info("serve: enrolled", "species", got.Name, "id", got.ID, "images", len(xs), "created", created)
 	code := http.StatusOK
-	if created {
+	if got.Created {
 		code = http.StatusCreated
 	}
-	writeJSON(w, code, EnrolResponse{Species: got, Created: created, Added: len(xs)})
+	writeJSON(w, code, EnrolResponse{Species: got.Species, Created: got.Created, Added: got.Added, Replayed: got.Replayed})
 }
 
 // embedAll embeds images through the batcher (they join the identify batches).

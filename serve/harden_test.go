@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"protoherb/imageio"
+
+	"protoherb/proto"
 )
 
 // waitFor polls cond until it holds, failing the test after 20 s.
@@ -412,9 +414,9 @@ type failingStore struct {
 
 const secretDir = "/srv/protoherb-private/models"
 
-func (f failingStore) Enrol(sp Species, emb []float32, n int) (Species, error) {
+func (f failingStore) Enrol(c proto.Class, emb []float32, key string) (proto.Enrolment, error) {
 	pe := &fs.PathError{Op: "open", Path: secretDir + "/.protos.safetensors.tmp-123", Err: f.errno}
-	return Species{}, fmt.Errorf("enrol %s: saving %s/protos.safetensors: create temporary file for it: %w", sp.Name, secretDir, pe)
+	return proto.Enrolment{}, fmt.Errorf("enrol %s: saving %s/protos.safetensors: create temporary file for it: %w", c.Name, secretDir, pe)
 }
 
 func (f failingStore) Path() string { return secretDir + "/protos.safetensors" }

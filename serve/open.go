@@ -32,22 +32,23 @@ func Open(f Files, spec infer.ModelSpec, cfg Config) (*Server, func(), error) {
 		return nil, nil, err
 	}
 	fail := func(err error) (*Server, func(), error) { emb.Close(); return nil, nil, err }
-	var store *ProtoStore
+	var store *proto.Index
 	if _, err := os.Stat(f.Prototypes); errors.Is(err, fs.ErrNotExist) {
 		// Written at the first enrolment (an empty file has nothing to keep).
 		b, err := f.Build.Apply(proto.Build{})
 		if err != nil {
 			return fail(err)
 		}
-		if store, err = NewProtoStore(f.Prototypes, emb.Dim(), filepath.Base(filepath.Clean(f.Model)), proto.Options{}, b); err != nil {
+		if store, err = proto.Create(f.Prototypes, emb.Dim(), filepath.Base(filepath.Clean(f.Model)), proto.Options{}, b, proto.OpenOptions{}); err != nil {
 			return fail(err)
 		}
 		if cfg.Logger != nil {
 			cfg.Logger.Warn("serve: no prototype file yet: starting with no species; enrolments will create it", "path", f.Prototypes)
 		}
-	} else if store, err = OpenProtoStore(f.Prototypes, f.Build); err != nil {
+	} else if store, err = proto.Open(f.Prototypes, proto.OpenOptions{Edit: f.Build}); err != nil {
 		return fail(err)
 	}
+	fail = func(err error) (*Server, func(), error) { store.Close(); emb.Close(); return nil, nil, err }
 	if f.Index != "" {
 		if cfg.Index, err = OpenIndex(f.Index, f.ImagesRoot); err != nil {
 			return fail(err)
@@ -67,5 +68,5 @@ func Open(f Files, spec infer.ModelSpec, cfg Config) (*Server, func(), error) {
 	if err != nil {
 		return fail(err)
 	}
-	return s, func() { s.Close(); emb.Close() }, nil
+	return s, func() { s.Close(); store.Close(); emb.Close() }, nil
 }

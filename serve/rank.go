@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"slices"
+
+	"protoherb/proto"
 )
 
 // Match is one ranked species.
@@ -17,20 +19,15 @@ type Match struct {
 const softmaxK = 64
 
 // searchBatch finds the nearest prototypes of n embeddings in one search (one matrix product for
-// the whole batch): kk = min(C, max(k, softmaxK)) per query, row-major.
+// the whole batch): kk = min(C, max(k, softmaxK)) per query, row-major. The raw embeddings are
+// not changed (they stay for the specimen index).
 func (s *Server) searchBatch(q []float32, n, k int) (dist []float32, ids []int64, kk int, err error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	c := s.flat.Len()
+	c := s.cfg.Store.Len()
 	if c == 0 {
 		return nil, nil, 0, nil
 	}
 	kk = min(c, max(k, softmaxK))
-	q = slices.Clone(q) // the raw embeddings stay for the specimen index
-	if err := s.cfg.Store.Transform(q); err != nil {
-		return nil, nil, 0, err
-	}
-	dist, ids, err = s.flat.Search(context.Background(), q, kk)
+	dist, ids, err = s.cfg.Store.Search(context.Background(), q, kk)
 	return dist, ids, kk, err
 }
 
@@ -74,47 +71,33 @@ func softmax(d []float32, t float64) []float64 {
 	return p
 }
 
-// calibrate chooses the temperature (see the package comment).
+// sourceIndexFit is the calibration source of a temperature fitted on the specimen index.
+const sourceIndexFit = "fitted on the specimen index"
+
+// calibrate chooses the temperature (see the package comment): the one recorded in the prototype
+// file for the build in use, else a fit on the specimen index, else the prototype-spacing
+// heuristic. The choice is recorded with the prototypes (written at the next enrolment), so a
+// restart finds the same temperature.
 func (s *Server) calibrate() (float64, string) {
-	x := s.cfg.Index
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	n := s.flat.Len()
-	if n < 2 {
+	if c := s.cfg.Store.Calibration(); c.Temperature > 0 {
+		return c.Temperature, c.Source + " (recorded with the prototypes)"
+	}
+	if s.cfg.Store.Len() < 2 {
 		return 1, "default (fewer than two species)"
 	}
-	if x != nil && x.Len() > 0 {
+	if x := s.cfg.Index; x != nil && x.Len() > 0 {
 		if t, ok := s.fitTemperature(x); ok {
-			return t, "fitted on the specimen index"
-		}
-	}
-	// Median distance from each prototype to its nearest other prototype, over ln 20.
-	vec, ids := s.cfg.Store.Prototypes()
-	d := s.cfg.Store.Dim()
-	m := min(len(ids), 4096)
-	nn := make([]float64, 0, m)
-	for i := range m {
-		row := i * len(ids) / m
-		dist, got, err := s.flat.Search(context.Background(), vec[row*d:(row+1)*d], 2)
-		if err != nil {
-			continue
-		}
-		for j := range 2 {
-			if got[j] != ids[row] && got[j] >= 0 {
-				nn = append(nn, float64(dist[j]))
-				break
+			if _, err := s.cfg.Store.SetCalibration(proto.Calibration{Temperature: t, Source: sourceIndexFit}); err != nil {
+				s.log.Warn("serve: temperature not recorded", "err", err)
 			}
+			return t, sourceIndexFit
 		}
 	}
-	if len(nn) == 0 {
+	c, err := s.cfg.Store.SetCalibration(proto.Calibration{Source: proto.SourceSpacing})
+	if err != nil || c.Temperature <= 0 {
 		return 1, "default"
 	}
-	slices.Sort(nn)
-	med := nn[len(nn)/2]
-	if med <= 0 {
-		return 1, "default (prototypes coincide)"
-	}
-	return med / math.Log(20), "median nearest-prototype distance / ln 20"
+	return c.Temperature, c.Source
 }
 
 // fitTemperature minimises the negative log-likelihood of the index's labels over log T. The
@@ -124,13 +107,16 @@ func (s *Server) calibrate() (float64, string) {
 // The leave-one-out prototype is taken in the prototypes' space: exact for plain class means,
 // an approximation with centering or shrinkage.
 func (s *Server) fitTemperature(x *Index) (float64, bool) {
-	n := s.flat.Len()
-	kk := min(n, softmaxK)
+	p := s.cfg.Store.Prototypes()
+	if p == nil {
+		return 0, false
+	}
+	kk := min(len(p.Classes), softmaxK)
 	m := min(x.Len(), 4096)
-	vec, ids := s.cfg.Store.Prototypes()
-	rowOf := make(map[int64]int, len(ids))
-	for i, id := range ids {
-		rowOf[id] = i
+	vec := p.Vectors
+	rowOf := make(map[int64]int, len(p.Classes))
+	for i, c := range p.Classes {
+		rowOf[c.ID] = i
 	}
 	type row struct {
 		d    []float32
@@ -147,11 +133,8 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 			continue
 		}
 		q := slices.Clone(x.emb[r*x.dim : (r+1)*x.dim])
-		if s.cfg.Store.Transform(q) != nil {
-			continue
-		}
-		dist, got, err := s.flat.Search(context.Background(), q, kk)
-		if err != nil {
+		dist, got, err := s.cfg.Store.Search(context.Background(), q, kk)
+		if err != nil || p.Transform(q) != nil {
 			continue
 		}
 		p := vec[rowOf[c]*x.dim : (rowOf[c]+1)*x.dim]
@@ -159,7 +142,7 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 		for j := range loo {
 			loo[j] = (nc*p[j] - q[j]) / (nc - 1)
 		}
-		own := float32(sqDist(q, loo))
+		own := float32(proto.SquaredL2(q, loo))
 		pos := slices.Index(got, c)
 		if pos < 0 {
 			dist = append(dist, own)
@@ -210,14 +193,4 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 		}
 	}
 	return math.Exp((a + b) / 2), true
-}
-
-// sqDist is the squared L2 distance.
-func sqDist(a, b []float32) float64 {
-	var d float64
-	for i := range a {
-		e := float64(a[i] - b[i])
-		d += e * e
-	}
-	return d
 }

@@ -77,7 +77,6 @@ import (
 
 	"protoherb/imageio"
 	"protoherb/infer"
-	"protoherb/search"
 )
 
 // Config configures a Server. Zero values take the defaults noted.
@@ -171,8 +170,7 @@ type Server struct {
 
 	enrolMu sync.Mutex // one enrolment at a time: store write + index rebuild stay in step
 
-	mu         sync.RWMutex // guards flat, species and the temperature (searches hold it for reading)
-	flat       *search.Flat
+	mu         sync.RWMutex // guards species and the temperature
 	species    map[int64]Species
 	temp       float64
 	tempSource string
@@ -220,11 +218,6 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Close() {
 	s.stop()
 	<-s.stopped
-	s.mu.Lock()
-	if s.flat != nil {
-		s.flat.Close()
-	}
-	s.mu.Unlock()
 	for {
 		select {
 		case p := <-s.procs:
@@ -275,27 +268,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// rebuild makes the search index from the store's prototypes (at start and after an enrolment).
+// rebuild reads the species from the store (at start and after an enrolment).
 func (s *Server) rebuild() error {
-	vec, ids := s.cfg.Store.Prototypes()
-	f := search.NewFlat(s.cfg.Store.Dim(), search.L2)
-	if len(ids) > 0 {
-		if err := f.Add(vec, ids); err != nil {
-			f.Close()
-			return fmt.Errorf("serve: prototypes: %w", err)
-		}
-	}
 	sp := map[int64]Species{}
 	for _, c := range s.cfg.Store.Species() {
 		sp[c.ID] = c
 	}
 	s.mu.Lock()
-	old := s.flat
-	s.flat, s.species = f, sp
+	s.species = sp
 	s.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
 	s.met.species.Set(float64(len(sp)))
 	return nil
 }

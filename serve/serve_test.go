@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"protoherb/demo/service"
 	"protoherb/imageio"
 	"protoherb/infer"
 	"protoherb/proto"
@@ -28,7 +29,7 @@ import (
 
 var (
 	demoOnce sync.Once
-	demo     *Demo
+	demo     *service.Demo
 	demoErr  error
 	demoDir  string
 )
@@ -42,12 +43,12 @@ func TestMain(m *testing.M) {
 }
 
 // getDemo builds the tiny demo service once per test binary.
-func getDemo(t *testing.T) *Demo {
+func getDemo(t *testing.T) *service.Demo {
 	t.Helper()
 	demoOnce.Do(func() {
 		demoDir, demoErr = os.MkdirTemp("", "serve-demo-")
 		if demoErr == nil {
-			demo, demoErr = MakeDemo(context.Background(), demoDir, DemoOptions{Species: 6, PerClass: 2, Seed: 7})
+			demo, demoErr = service.Make(context.Background(), demoDir, service.Options{Species: 6, PerClass: 2, Seed: 7})
 		}
 	})
 	if demoErr != nil {
@@ -82,10 +83,11 @@ func start(t *testing.T, protos string, mod func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := OpenProtoStore(protos, nil)
+	store, err := proto.Open(protos, proto.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(store.Close)
 	idx, err := OpenIndex(d.Index, d.ImagesRoot)
 	if err != nil {
 		t.Fatal(err)
@@ -555,39 +557,6 @@ func TestTemperature(t *testing.T) {
 	}
 }
 
-func TestBenchLosesNoEnrolment(t *testing.T) {
-	d := getDemo(t)
-	var imgs [][]byte
-	for _, c := range d.Images {
-		for _, p := range c {
-			imgs = append(imgs, readFile(t, p))
-		}
-	}
-	var out strings.Builder
-	rep, err := Bench(context.Background(), BenchOptions{Clients: []int{1, 4}, Duration: 400 * time.Millisecond,
-		EnrolClients: 2, EnrolPause: 20 * time.Millisecond, Images: imgs, Out: &out,
-		Files: Files{Model: d.Model, Prototypes: d.Prototypes, Index: d.Index, ImagesRoot: d.ImagesRoot}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Levels) != 2 || rep.Lost != 0 {
-		t.Fatalf("report %+v\n%s", rep, out.String())
-	}
-	for _, l := range rep.Levels {
-		if l.Errors != 0 || l.EnrolErrors != 0 || l.Requests == 0 || l.Enrolments == 0 {
-			t.Errorf("level %+v\n%s", l, out.String())
-		}
-	}
-	// The original prototype file is untouched: the bench enrols into a copy.
-	s, err := OpenProtoStore(d.Prototypes, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(s.Species()); n != len(d.Species) {
-		t.Errorf("the demo's prototype file has %d species after the bench, want %d", n, len(d.Species))
-	}
-}
-
 func TestChunkedForwardMatchesWholeBatch(t *testing.T) {
 	d := getDemo(t)
 	whole, err := infer.LoadModel(d.Model, infer.ModelSpec{})
@@ -689,5 +658,32 @@ func TestStartEmptyThenEnrol(t *testing.T) {
 	}
 	if r := post(t, url+"/v1/identify", "image/jpeg", img, nil, &got); r.StatusCode != 200 || len(got.Species) != 1 || got.Species[0].Name != "Festuca rubra" {
 		t.Fatalf("identify after the first enrolment: %d %+v", r.StatusCode, got)
+	}
+}
+
+// A retried enrolment (same Idempotency-Key) is applied once; the temperature chosen without an
+// index follows the enrolments and is the same after a restart.
+func TestIdempotentEnrolmentAndRecordedTemperature(t *testing.T) {
+	d := getDemo(t)
+	ts := start(t, "", func(c *Config) { c.Index = nil })
+	t0, _ := ts.Temperature()
+	body, ct := form(t, map[string]string{"name": "Betula nova"}, readFile(t, d.Images[2][0]))
+	hdr := map[string]string{"Idempotency-Key": "retry-me"}
+	var first, second EnrolResponse
+	if r := post(t, ts.url+"/v1/species", ct, body, hdr, &first); r.StatusCode != 201 || !first.Created {
+		t.Fatalf("enrol: %d %+v", r.StatusCode, first)
+	}
+	if r := post(t, ts.url+"/v1/species", ct, body, hdr, &second); r.StatusCode != 200 || !second.Replayed ||
+		second.Species.ID != first.Species.ID || second.Species.Count != 1 {
+		t.Fatalf("retried enrol: %d %+v", r.StatusCode, second)
+	}
+	t1, src := ts.Temperature()
+	if t1 == t0 || !strings.Contains(src, "median") {
+		t.Errorf("temperature %v (%s) after enrolling a new species, %v before", t1, src, t0)
+	}
+	ts.stop()
+	ts2 := start(t, ts.protos, func(c *Config) { c.Index = nil })
+	if t2, src := ts2.Temperature(); t2 != t1 || !strings.Contains(src, "recorded") {
+		t.Errorf("temperature after a restart %v (%s), before %v", t2, src, t1)
 	}
 }

@@ -1,153 +1,61 @@
 package serve
 
 import (
-	"fmt"
-	"os"
-	"sync"
+	"context"
 
 	"protoherb/proto"
 )
 
-// Species is one class the service knows.
-type Species struct {
-	ID     int64  `json:"id"`
-	Name   string `json:"name"`
-	Genus  string `json:"genus,omitempty"`
-	Family string `json:"family,omitempty"`
-	// Count is the number of specimens whose embeddings make up the prototype.
-	Count int64 `json:"count"`
-}
+// Species is one class the service knows, with the number of specimens in its prototype.
+type Species = proto.Species
 
-// Store is what the service needs from a prototype store: the classes with their prototypes, the
-// query transform into the prototypes' space, and enrolment of specimens that persists before it
-// is visible. Implementations are safe for concurrent use.
+// Store is what the service needs from its prototype file: *proto.Index, which owns the file's
+// life (identity of species, the build, search, calibration, locked atomic saves). It is an
+// interface so that tests can wrap it.
 type Store interface {
 	// Species lists the classes in a stable order (with or without specimens).
 	Species() []Species
-	// Prototypes returns the prototype vectors (len(ids) rows of Dim values, compared by squared
-	// L2) and their class ids; classes without specimens have none.
-	Prototypes() (vectors []float32, ids []int64)
-	// Transform maps query embeddings in place into the prototypes' space.
-	Transform(queries []float32) error
-	// Dim is the embedding size.
+	// Dim is the embedding size; Len the number of prototypes.
 	Dim() int
-	// Enrol adds n embeddings (n rows of Dim values) to the class named sp.Name, creating it with
-	// sp's genus and family when it does not exist, and persists the store atomically. On error
-	// nothing changed, in memory or on disk.
-	Enrol(sp Species, embeddings []float32, n int) (Species, error)
+	Len() int
+	// Search maps queries into the prototypes' space and returns the k nearest of each.
+	Search(ctx context.Context, queries []float32, k int) (dist []float32, ids []int64, err error)
+	// Prototypes returns the built prototypes (nil while no class has a specimen).
+	Prototypes() *proto.Prototypes
+	// Enrol adds embeddings to the species named c.Name, creating it when new, and persists the
+	// file before the change is visible; a key already recorded is not applied again.
+	Enrol(c proto.Class, embeddings []float32, key string) (proto.Enrolment, error)
+	// Calibration is the temperature recorded for the prototypes; SetCalibration sets one.
+	Calibration() proto.Calibration
+	SetCalibration(c proto.Calibration) (proto.Calibration, error)
 }
 
-// ProtoStore is a Store over a prototype file of package proto (what `protoherb prototypes`
-// writes): per-class embedding sums and counts, so an enrolment updates a prototype exactly. The
-// prototypes are rebuilt with the same proto.Build after every enrolment.
-type ProtoStore struct {
-	path  string
-	build proto.Build
-	mu    sync.RWMutex
-	st    *proto.Store
-	p     *proto.Prototypes // nil while no class has a specimen
-}
-
-// OpenProtoStore reads a prototype file and builds its prototypes with the Build recorded in it,
-// changed by edit (nil: as recorded).
-func OpenProtoStore(path string, edit proto.BuildEdit) (*ProtoStore, error) {
-	st, err := proto.Load(path)
+// enrolEmbeddings applies an enrolment to the store (one at a time) and refreshes the species and,
+// when the server chose it, the temperature. Errors are mapped by enrolErr.
+func (s *Server) enrolEmbeddings(c proto.Class, embs []float32, key string) (proto.Enrolment, error) {
+	s.enrolMu.Lock()
+	defer s.enrolMu.Unlock()
+	c.ID = proto.AutoID
+	got, err := s.cfg.Store.Enrol(c, embs, key)
 	if err != nil {
-		return nil, fmt.Errorf("prototypes: %w", err)
+		return got, s.enrolErr(err)
 	}
-	b, err := edit.Apply(st.DefaultBuild())
-	if err != nil {
-		return nil, err
+	if !got.Replayed {
+		s.met.enrolled.Add(float64(got.Added))
 	}
-	s := &ProtoStore{path: path, build: b, st: st}
-	if st.Total() > 0 {
-		if s.p, err = st.Build(b); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+	if err := s.rebuild(); err != nil {
+		return got, err
+	}
+	if s.autoTemp {
+		// The store keeps the spacing temperature up to date (O(species × dimension)); a fit on
+		// the index describes the training set and is kept.
+		if cal := s.cfg.Store.Calibration(); cal.Temperature > 0 {
+			s.mu.Lock()
+			s.temp, s.tempSource = cal.Temperature, cal.Source
+			s.mu.Unlock()
 		}
 	}
-	return s, nil
-}
-
-// NewProtoStore starts an empty store of dim-dimensional embeddings that will be written to path
-// (which must not exist) at the first enrolment, recording b. model is the fingerprint recorded in
-// the file.
-func NewProtoStore(path string, dim int, model string, opt proto.Options, b proto.Build) (*ProtoStore, error) {
-	if _, err := os.Stat(path); err == nil {
-		return nil, fmt.Errorf("%s already exists", path)
-	}
-	st, err := proto.New(dim, model, nil, opt)
-	if err != nil {
-		return nil, err
-	}
-	st.SetDefaultBuild(b)
-	return &ProtoStore{path: path, build: b, st: st}, nil
-}
-
-// Path returns the file the store persists to.
-func (s *ProtoStore) Path() string { return s.path }
-
-// Dim is the embedding size.
-func (s *ProtoStore) Dim() int { return s.st.Dim() }
-
-// Model is the fingerprint of the model that made the embeddings.
-func (s *ProtoStore) Model() string { return s.st.Model() }
-
-// Species lists the classes in store order.
-func (s *ProtoStore) Species() []Species {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	cs := s.st.Classes()
-	out := make([]Species, len(cs))
-	for i, c := range cs {
-		out[i] = Species{ID: c.ID, Name: c.Name, Genus: c.Genus, Family: c.Family, Count: s.st.Count(c.ID)}
-	}
-	return out
-}
-
-// Prototypes returns the built prototypes.
-func (s *ProtoStore) Prototypes() ([]float32, []int64) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.p == nil {
-		return nil, nil
-	}
-	return s.p.Vectors, s.p.IDs()
-}
-
-// Transform maps queries into the prototypes' space (normalisation, centering).
-func (s *ProtoStore) Transform(q []float32) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.p == nil {
-		return nil
-	}
-	return s.p.Transform(q)
-}
-
-// Enrol adds specimens to a class (created when new) and persists the store atomically. The
-// change is made on a copy of the sums, saved, and only then swapped in.
-func (s *ProtoStore) Enrol(in Species, emb []float32, n int) (Species, error) {
-	d := s.st.Dim()
-	if n <= 0 || len(emb) != n*d {
-		return Species{}, fmt.Errorf("enrol %s: %d values for %d embeddings of %d", in.Name, len(emb), n, d)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := proto.Merge(s.st) // a copy: s.st stays as it is until the file is written
-	if err != nil {
-		return Species{}, err
-	}
-	c, _, err := st.Enrol(proto.Class{ID: proto.AutoID, Name: in.Name, Genus: in.Genus, Family: in.Family}, emb)
-	if err != nil {
-		return Species{}, err
-	}
-	p, err := st.Build(s.build)
-	if err != nil {
-		return Species{}, fmt.Errorf("enrol %s: %w", c.Name, err)
-	}
-	if err := st.Save(s.path); err != nil {
-		return Species{}, fmt.Errorf("enrol %s: saving %s: %w", c.Name, s.path, err)
-	}
-	s.st, s.p = st, p
-	return Species{ID: c.ID, Name: c.Name, Genus: c.Genus, Family: c.Family, Count: st.Count(c.ID)}, nil
+	s.log.Info("serve: enrolled", "species", got.Species.Name, "id", got.Species.ID, "images", got.Added,
+		"created", got.Created, "replayed", got.Replayed)
+	return got, nil
 }

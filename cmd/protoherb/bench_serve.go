@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"protoherb/demo/service"
+	"protoherb/infer"
+	"protoherb/proto"
 	"protoherb/serve"
 	"protoherb/torch"
 )
@@ -20,6 +25,7 @@ func newBenchServeCmd() *cobra.Command {
 		threads  int
 		imgSize  int
 		demoSpec int
+		scale    int
 		backbone string
 	)
 	cmd := &cobra.Command{
@@ -31,7 +37,9 @@ acknowledged enrolment is missing (live and after reloading the prototype file).
 clients next to that load (bombs, stalled) and reports each run's peak RSS.
 
 Without --model it serves a generated demo (--backbone, random weights, --image-size input, generated
-specimen sheets of 320×480). The last line is "serve: X requests/s" at the highest client count.`,
+specimen sheets of 320×480). With --enrol-species N it then serves a generated prototype file of N
+species (of the model's embedding size) and times single-image enrolments into it.
+The last line is "serve: X requests/s" at the highest client count.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			torch.SetNumThreads(threads)
 			o.Spec.Device = torch.CPU
@@ -46,7 +54,7 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 					defer os.RemoveAll(tmp)
 					dir = tmp
 				}
-				d, err := serve.MakeDemo(cmd.Context(), dir, serve.DemoOptions{Species: demoSpec, PerClass: 4,
+				d, err := service.Make(cmd.Context(), dir, service.Options{Species: demoSpec, PerClass: 4,
 					ImageSize: imgSize, Backbone: backbone, ImageW: 320, ImageH: 480, Seed: 1})
 				if err != nil {
 					return err
@@ -77,6 +85,11 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 			if rep.Lost > 0 {
 				return fmt.Errorf("bench serve: %d enrolments lost", rep.Lost)
 			}
+			if scale > 0 {
+				if err := enrolAtScale(cmd.Context(), o, scale); err != nil {
+					return err
+				}
+			}
 			// The headline is the first mix's (normal by default); the others are printed above.
 			levels := rep.Levels[:len(o.Clients)]
 			last, first := levels[len(levels)-1], levels[0]
@@ -102,6 +115,7 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 	fl.IntVar(&imgSize, "image-size", 112, "demo model input size")
 	fl.StringVar(&backbone, "backbone", "resnet18", "demo model backbone (conv4, resnet12, resnet18, resnet50)")
 	fl.IntVar(&demoSpec, "species", 64, "demo species")
+	fl.IntVar(&scale, "enrol-species", 0, "also time enrolments into a generated prototype file of this many species (e.g. 32094, Herbarium 2020)")
 	fl.IntVar(&o.Config.MaxBatch, "max-batch", 32, "images per forward pass at most")
 	fl.DurationVar(&o.Config.BatchWindow, "batch-window", 5*time.Millisecond, "longest a batch waits")
 	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0: number of cores)")
@@ -109,3 +123,40 @@ specimen sheets of 320×480). The last line is "serve: X requests/s" at the high
 	fl.IntVar(&o.Spec.Chunk, "forward-chunk", -1, "most images per forward call within a batch (-1 = auto: 4 for Conv-4 on CPU, else the whole batch; 0 = whole batch)")
 	return cmd
 }
+
+// enrolAtScale serves a generated prototype file of n species and times single-image enrolments
+// into it over HTTP (embedding included), one client at a time.
+func enrolAtScale(ctx context.Context, o serve.BenchOptions, n int) error {
+	emb, err := infer.LoadModel(o.Files.Model, o.Spec)
+	if err != nil {
+		return err
+	}
+	dim := emb.Dim()
+	emb.Close()
+	dir, err := os.MkdirTemp("", "protoherb-bench-enrol-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	protos, _, err := proto.GenerateScaleFixture(dir, n, 0, dim, 1)
+	if err != nil {
+		return err
+	}
+	out := o.Out
+	o.Files.Prototypes, o.Files.Index, o.Files.ImagesRoot = protos, "", ""
+	o.Clients, o.Mixes, o.EnrolClients, o.EnrolPause = []int{1}, []string{serve.MixNormal}, 1, time.Millisecond
+	o.Duration, o.Out = max(o.Duration, 5*time.Second), io.Discard
+	rep, err := serve.Bench(ctx, o)
+	if err != nil {
+		return err
+	}
+	lat := rep.EnrolLatencies
+	if len(lat) == 0 || rep.Lost > 0 {
+		return fmt.Errorf("bench serve: enrolment at %d species: %d acknowledged, %d lost", n, len(lat), rep.Lost)
+	}
+	fmt.Fprintf(out, "enrolment at %d species × %d-d: %d enrolments, p50 %.1f ms, p95 %.1f ms, max %.1f ms (HTTP, one image, embedding included)\n",
+		n, dim, len(lat), msOf(lat[len(lat)/2]), msOf(lat[min(len(lat)-1, len(lat)*95/100)]), msOf(lat[len(lat)-1]))
+	return nil
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -240,10 +240,11 @@ func newPrototypesAddCmd() *cobra.Command {
 			if path == "" || name == "" {
 				return usageErrorf("--prototypes and --class are required")
 			}
-			s, err := proto.Load(path)
+			s, err := proto.Open(path, proto.OpenOptions{})
 			if err != nil {
 				return err
 			}
+			defer s.Close()
 			emb, fp, err := m.embedder()
 			if err != nil {
 				return err
@@ -277,14 +278,12 @@ func newPrototypesAddCmd() *cobra.Command {
 			}); err != nil {
 				return err
 			}
-			got, _, err := s.Enrol(c, vec)
+			got, err := s.Enrol(c, vec, "")
 			if err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-			if err := s.Save(path); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "class %d %q (%s, %s) now has %d images: %s\n", got.ID, got.Name, got.Genus, got.Family, s.Count(got.ID), path)
+			sp := got.Species
+			fmt.Fprintf(cmd.OutOrStdout(), "class %d %q (%s, %s) now has %d images: %s\n", sp.ID, sp.Name, sp.Genus, sp.Family, sp.Count, path)
 			return nil
 		},
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"protoherb/demo/service"
 	"protoherb/infer"
 	"protoherb/serve"
 	"protoherb/torch"
@@ -44,7 +45,7 @@ to try the page without a trained model.`,
 			torch.SetNumThreads(threads)
 			spec.Device = dev
 			if demo != "" && f.Model == "" {
-				d, err := serve.EnsureDemo(cmd.Context(), demo)
+				d, err := service.Ensure(cmd.Context(), demo)
 				if err != nil {
 					return err
 				}

@@ -1,4 +1,8 @@
-package serve
+// Package service writes a tiny self-contained identification service to disk: a random-weight
+// model checkpoint, generated specimen images, a prototype file built from them and the specimen
+// index (an embeddings file) — what `protoherb serve --demo`, `protoherb bench serve` and the
+// service's tests run on, without a trained model or any download.
+package service
 
 import (
 	"bytes"
@@ -21,8 +25,8 @@ import (
 	"protoherb/torch"
 )
 
-// DemoOptions size a demo service.
-type DemoOptions struct {
+// Options size a demo service.
+type Options struct {
 	Species   int    // classes (8)
 	PerClass  int    // specimens per class (3)
 	ImageSize int    // model input side (32)
@@ -42,7 +46,7 @@ type Demo struct {
 	ImagesRoot string
 	// Images[c] are the paths of class c's specimens (class id c).
 	Images  [][]string
-	Species []Species
+	Species []proto.Species
 }
 
 var demoTaxa = []struct{ family, genus string }{
@@ -54,20 +58,20 @@ var demoTaxa = []struct{ family, genus string }{
 var demoEpithets = []string{"alba", "montana", "vulgaris", "pratensis", "sylvestris", "officinalis", "minor",
 	"major", "palustris", "repens", "lanata", "borealis", "gracilis", "hirsuta", "rubra", "lutea"}
 
-// DemoName returns the taxonomy of demo class i.
-func DemoName(i int) Species {
+// Name returns the taxonomy of demo class i.
+func Name(i int) proto.Class {
 	t := demoTaxa[i%len(demoTaxa)]
 	ep := demoEpithets[(i/len(demoTaxa)+i*7)%len(demoEpithets)]
 	name := t.genus + " " + ep
 	if i >= len(demoTaxa)*len(demoEpithets) {
 		name = fmt.Sprintf("%s %d", name, i)
 	}
-	return Species{ID: int64(i), Name: name, Genus: t.genus, Family: t.family}
+	return proto.Class{ID: int64(i), Name: name, Genus: t.genus, Family: t.family}
 }
 
-// DemoImage returns specimen j of demo class c as JPEG bytes: the class's sheet with a per-specimen
+// Image returns specimen j of demo class c as JPEG bytes: the class's sheet with a per-specimen
 // brightness shift and noise, so that specimens of a class look alike.
-func DemoImage(c, j, w, h int, seed uint64) []byte {
+func Image(c, j, w, h int, seed uint64) []byte {
 	base := imageio.SpecimenImage(w, h, seed*1_000_003+uint64(c))
 	r := rand.New(rand.NewPCG(seed, uint64(c)<<20|uint64(j)))
 	shift := 0
@@ -91,8 +95,8 @@ func DemoImage(c, j, w, h int, seed uint64) []byte {
 	return buf.Bytes()
 }
 
-// MakeDemo writes a demo service into dir.
-func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
+// Make writes a demo service into dir.
+func Make(ctx context.Context, dir string, o Options) (*Demo, error) {
 	if o.Species <= 0 {
 		o.Species = 8
 	}
@@ -137,21 +141,22 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 		return nil, err
 	}
 	defer emb.Close()
-	store, err := NewProtoStore(d.Prototypes, emb.Dim(), "demo", proto.Options{}, proto.Build{})
+	store, err := proto.Create(d.Prototypes, emb.Dim(), "demo", proto.Options{}, proto.Build{}, proto.OpenOptions{})
 	if err != nil {
 		return nil, err
 	}
+	defer store.Close()
 	index := &proto.Embeddings{Dim: emb.Dim(), Model: "demo", Split: "train", Root: d.ImagesRoot}
 	tf := emb.Transform()
 	for c := range o.Species {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		sp := DemoName(c)
+		sp := Name(c)
 		var xs []float32
 		var names []string
 		for j := range o.PerClass {
-			b := DemoImage(c, j, o.ImageW, o.ImageH, o.Seed)
+			b := Image(c, j, o.ImageW, o.ImageH, o.Seed)
 			rel := fmt.Sprintf("c%03d/s%02d.jpg", c, j)
 			p := filepath.Join(d.ImagesRoot, filepath.FromSlash(rel))
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -174,13 +179,13 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 		if err != nil {
 			return nil, err
 		}
-		got, err := store.Enrol(sp, e, o.PerClass)
+		got, err := store.Enrol(sp, e, "")
 		if err != nil {
 			return nil, err
 		}
 		index.Vectors = append(index.Vectors, e...)
 		d.Images = append(d.Images, names)
-		d.Species = append(d.Species, got)
+		d.Species = append(d.Species, got.Species)
 	}
 	if err := index.Save(d.Index); err != nil {
 		return nil, err
@@ -188,14 +193,14 @@ func MakeDemo(ctx context.Context, dir string, o DemoOptions) (*Demo, error) {
 	return d, nil
 }
 
-// EnsureDemo returns the demo in dir, building it (24 species, 4 specimens each, 84-pixel
+// Ensure returns the demo in dir, building it (24 species, 4 specimens each, 84-pixel
 // input, 320 × 480 sheets) when dir does not hold one yet.
-func EnsureDemo(ctx context.Context, dir string) (*Demo, error) {
-	o := DemoOptions{Species: 24, PerClass: 4, ImageSize: 84, ImageW: 320, ImageH: 480, Seed: 1}
+func Ensure(ctx context.Context, dir string) (*Demo, error) {
+	o := Options{Species: 24, PerClass: 4, ImageSize: 84, ImageW: 320, ImageH: 480, Seed: 1}
 	d := &Demo{ImagesRoot: filepath.Join(dir, "images"), Prototypes: filepath.Join(dir, "prototypes.safetensors"),
 		Index: filepath.Join(dir, "train-embeddings.safetensors"), Model: filepath.Join(dir, "run", checkpoint.Name(0))}
 	if _, err := os.Stat(d.Index); err == nil {
 		return d, nil
 	}
-	return MakeDemo(ctx, dir, o)
+	return Make(ctx, dir, o)
 }
