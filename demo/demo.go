@@ -21,7 +21,6 @@ import (
 	"protoherb/predict"
 	"protoherb/progress"
 	"protoherb/proto"
-	"protoherb/search"
 	"protoherb/synth"
 	"protoherb/train"
 )
@@ -223,16 +222,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	stage(5, "prototypes and predictions: embed every image once, exact top-k over all species")
 	for _, m := range models {
-		store, r, err := prototypesAndPredict(ctx, m.run, trainDS, testDS, m.normalize, m.build, bar)
+		// Each method's prototype file records its build; predict (and serve) apply it.
+		protos := filepath.Join(cfg.Out, m.name, "prototypes.safetensors")
+		if m.name == "trained-robust" {
+			protos = filepath.Join(cfg.Out, "prototypes.safetensors")
+			res.Prototypes = protos
+		}
+		r, err := prototypesAndPredict(ctx, m.run, trainDS, testDS, m.normalize, m.build, protos, bar)
 		if err != nil {
 			return nil, fmt.Errorf("demo %s: %w", m.name, err)
-		}
-		if m.name == "trained-robust" {
-			res.Prototypes = filepath.Join(cfg.Out, "prototypes.safetensors")
-			store.SetDefaultBuild(m.build)
-			if err := store.Save(res.Prototypes); err != nil {
-				return nil, err
-			}
 		}
 		if err := score(m.name, m.note, r); err != nil {
 			return nil, err
@@ -248,44 +246,49 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// prototypesAndPredict embeds the training set with the model of a run, builds one prototype per
-// species, embeds the test set once and searches it against all prototypes.
+// prototypesAndPredict embeds the training set with the model of a run, writes the per-species sums
+// with build b recorded to protos, embeds the test set once and searches it against all the
+// prototypes built from that file.
 func prototypesAndPredict(ctx context.Context, run string, trainDS, testDS *dataset.Dataset, normalize bool, b proto.Build,
-	bar progress.Options) (*proto.Store, *predict.Result, error) {
+	protos string, bar progress.Options) (*predict.Result, error) {
 	emb, err := infer.LoadModel(run, infer.ModelSpec{ChannelsLast: true, Chunk: 32})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer emb.Close()
-	fp, err := proto.Fingerprint(run)
+	fp, err := infer.Fingerprint(run)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	lo := imageio.LoaderOptions{BatchSize: 64}
 	tr, err := infer.EmbedDataset(ctx, emb, trainDS, infer.DatasetOptions{Fingerprint: fp, Loader: lo, Bar: bar})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	store, err := proto.New(tr.Dim, fp, infer.ProtoClasses(trainDS.Classes), proto.Options{NormalizeEmbeddings: normalize})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := store.Accumulate(tr.Vectors, tr.Labels, tr.IDs); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	p, err := store.Build(b)
+	store.SetDefaultBuild(b)
+	if err := os.MkdirAll(filepath.Dir(protos), 0o755); err != nil {
+		return nil, err
+	}
+	if err := store.Replace(protos); err != nil {
+		return nil, err
+	}
+	x, err := proto.Open(protos, proto.OpenOptions{ReadOnly: true})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	defer x.Close()
 	te, err := infer.EmbedDataset(ctx, emb, testDS, infer.DatasetOptions{Fingerprint: fp, Loader: lo, Bar: bar})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	r, err := predict.Run(ctx, p, te, predict.Options{Metric: search.L2, K: 5})
-	if err != nil {
-		return nil, nil, err
-	}
-	return store, r, nil
+	return predict.Run(ctx, x, te, 5)
 }
 
 // randomGuess predicts uniformly random species (with 5 random ranks for top-5).

@@ -76,7 +76,7 @@ func EmbedDataset(ctx context.Context, e *ModelEmbedder, d *dataset.Dataset, o D
 	lo := o.Loader
 	lo.Transform = e.Transform()
 	bar := progress.New(int64(len(idx)), "embed "+d.Split, progress.Options{Quiet: o.Bar.Quiet, Writer: o.Bar.Writer, Unit: "img"})
-	bad, err := proto.EmbedItems(ctx, imageio.ItemsFromDataset(d, idx), lo, e.Embed, bar, func(rows []int, v []float32) error {
+	bad, err := EmbedItems(ctx, imageio.ItemsFromDataset(d, idx), lo, e.Embed, bar, func(rows []int, v []float32) error {
 		for j, r := range rows {
 			copy(out.Vectors[r*dim:(r+1)*dim], v[j*dim:(j+1)*dim])
 		}

@@ -13,15 +13,8 @@ import (
 	"protoherb/atomicfile"
 	"protoherb/eval"
 	"protoherb/proto"
-	"protoherb/search"
 )
 
-// Options configure a prediction.
-type Options struct {
-	Metric search.Metric
-	K      int // neighbours kept per image (at least 1)
-	Search search.Options
-}
 
 // Result holds the predictions in the order of the test embeddings.
 type Result struct {
@@ -36,30 +29,23 @@ type Result struct {
 	SearchTime time.Duration
 }
 
-// Run searches every test embedding against every prototype. The queries are transformed in place
-// into the prototypes' space (p.Transform).
-func Run(ctx context.Context, p *proto.Prototypes, e *proto.Embeddings, o Options) (*Result, error) {
-	if o.K < 1 {
-		return nil, fmt.Errorf("predict: k = %d, want at least 1", o.K)
+// Run searches every test embedding against every prototype of the index (k neighbours kept per
+// image, at least 1; the metric and tiles are the index's). The queries are transformed in place
+// into the prototypes' space.
+func Run(ctx context.Context, x *proto.Index, e *proto.Embeddings, k int) (*Result, error) {
+	if k < 1 {
+		return nil, fmt.Errorf("predict: k = %d, want at least 1", k)
+	}
+	p := x.Prototypes()
+	if p == nil || len(p.Classes) == 0 {
+		return nil, fmt.Errorf("predict: %s: no class has a prototype", x.Path())
 	}
 	if e.Dim != p.Dim {
 		return nil, fmt.Errorf("predict: prototypes are %d-dimensional (model %s), the test embeddings %d-dimensional (model %s): they come from different models",
 			p.Dim, p.Model, e.Dim, e.Model)
 	}
-	if len(p.Classes) == 0 {
-		return nil, fmt.Errorf("predict: no class has a prototype")
-	}
-	if err := p.Transform(e.Vectors); err != nil {
-		return nil, err
-	}
-	idx := search.NewFlat(p.Dim, o.Metric)
-	defer idx.Close()
-	idx.SetOptions(o.Search)
-	if err := idx.Add(p.Vectors, p.IDs()); err != nil {
-		return nil, err
-	}
 	t0 := time.Now()
-	dist, ids, err := idx.Search(ctx, e.Vectors, o.K)
+	dist, ids, err := x.SearchInPlace(ctx, e.Vectors, k)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +55,6 @@ func Run(ctx context.Context, p *proto.Prototypes, e *proto.Embeddings, o Option
 	for _, id := range e.Failed {
 		failed[id] = true
 	}
-	k := o.K
 	for i, id := range e.IDs {
 		if failed[id] {
 			r.Pred[i] = int(r.Fallback)

@@ -11,7 +11,7 @@ import (
 	"protoherb/search"
 )
 
-func prototypes(t *testing.T) *proto.Prototypes {
+func prototypes(t *testing.T) *proto.Index {
 	t.Helper()
 	s, err := proto.New(2, "m", []proto.Class{{ID: 10, Name: "a"}, {ID: 20, Name: "b"}, {ID: 30, Name: "c"}}, proto.Options{})
 	if err != nil {
@@ -21,17 +21,22 @@ func prototypes(t *testing.T) *proto.Prototypes {
 	if err := s.Accumulate([]float32{0, 0, 10, 0, 10, 0, 0, 10}, []int64{10, 20, 20, 30}, nil); err != nil {
 		t.Fatal(err)
 	}
-	p, err := s.Build(proto.Build{})
+	path := filepath.Join(t.TempDir(), "p.safetensors")
+	if err := s.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	x, err := proto.Open(path, proto.OpenOptions{Metric: search.L2, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	t.Cleanup(x.Close)
+	return x
 }
 
 func TestRunNearestAndFallback(t *testing.T) {
 	e := &proto.Embeddings{Dim: 2, Model: "m", IDs: []int64{1, 2, 3}, Labels: []int64{-1, -1, -1},
 		Vectors: []float32{9, 1, 1, 9, 0, 0}, Failed: []int64{3}}
-	r, err := Run(context.Background(), prototypes(t), e, Options{Metric: search.L2, K: 2})
+	r, err := Run(context.Background(), prototypes(t), e, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +68,11 @@ func TestRunNearestAndFallback(t *testing.T) {
 
 func TestRunRejectsOtherDimension(t *testing.T) {
 	e := &proto.Embeddings{Dim: 3, Model: "other", IDs: []int64{1}, Labels: []int64{-1}, Vectors: []float32{1, 2, 3}}
-	_, err := Run(context.Background(), prototypes(t), e, Options{Metric: search.L2, K: 1})
+	_, err := Run(context.Background(), prototypes(t), e, 1)
 	if err == nil || !strings.Contains(err.Error(), "different models") {
 		t.Fatalf("got %v", err)
 	}
-	if _, err := Run(context.Background(), prototypes(t), e, Options{K: 0}); err == nil {
+	if _, err := Run(context.Background(), prototypes(t), e, 0); err == nil {
 		t.Fatal("k = 0 accepted")
 	}
 }

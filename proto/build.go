@@ -152,22 +152,31 @@ func (s *Store) Build(b Build) (*Prototypes, error) {
 			p.Mean[j] = float32(mean[j])
 		}
 	}
-	mu := make([][]float64, len(rows))
-	for i, r := range rows {
-		m := make([]float64, d)
-		n := float64(s.counts[r])
-		for j, v := range s.sums[r*d : (r+1)*d] {
-			m[j] = v/n - mean[j]
-		}
-		mu[i] = m
-	}
-	genus, family := s.groups(rows, mu)
 	lambda, muF := b.ShrinkGenus, b.ShrinkFamily
-	if b.AutoShrink {
-		lambda, muF = s.estimateShrink(rows, mu, genus, family)
-	}
 	if lambda < 0 || muF < 0 {
 		return nil, fmt.Errorf("proto: shrinkage genus=%g family=%g: must not be negative", lambda, muF)
+	}
+	// The class means (centred) are kept for all classes only when shrinkage needs the group
+	// means; plain builds make each prototype from its own sum (an enrolment rebuilds them all).
+	shrinks := b.AutoShrink || lambda > 0 || muF > 0
+	classMean := func(dst []float64, r int) []float64 {
+		n := float64(s.counts[r])
+		for j, v := range s.sums[r*d : (r+1)*d] {
+			dst[j] = v/n - mean[j]
+		}
+		return dst
+	}
+	var mu [][]float64
+	var genus, family map[string]*group
+	if shrinks {
+		mu = make([][]float64, len(rows))
+		for i, r := range rows {
+			mu[i] = classMean(make([]float64, d), r)
+		}
+		genus, family = s.groups(rows, mu)
+		if b.AutoShrink {
+			lambda, muF = s.estimateShrink(rows, mu, genus, family)
+		}
 	}
 	p.Lambda, p.Mu = lambda, muF
 	p.Vectors = make([]float32, len(rows)*d)
@@ -178,7 +187,7 @@ func (s *Store) Build(b Build) (*Prototypes, error) {
 	for i, r := range rows {
 		c := s.classes[r]
 		p.Classes[i], p.Counts[i] = c, s.counts[r]
-		copy(v, mu[i])
+		classMean(v, r)
 		n := float64(s.counts[r])
 		if g := genus[genusKey(c)]; lambda > 0 && g != nil && g.n >= 2 {
 			leaveOneOut(loo, g, mu[i])

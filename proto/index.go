@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -254,6 +255,12 @@ func (x *Index) Species() []Species {
 // nearest prototypes of each, nearest first (search.Flat.Search). queries are not changed. With
 // no prototype every slot has id -1.
 func (x *Index) Search(ctx context.Context, queries []float32, k int) (dist []float32, ids []int64, err error) {
+	return x.SearchInPlace(ctx, slices.Clone(queries), k)
+}
+
+// SearchInPlace is Search that maps the queries into the prototypes' space in place (no copy:
+// the 138,292 test embeddings of Herbarium 2020 are 283 MB).
+func (x *Index) SearchInPlace(ctx context.Context, queries []float32, k int) (dist []float32, ids []int64, err error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	st := x.cur
@@ -265,12 +272,10 @@ func (x *Index) Search(ctx context.Context, queries []float32, k int) (dist []fl
 		flat := search.NewFlat(d, x.metric)
 		return flat.Search(ctx, queries, k)
 	}
-	q := make([]float32, len(queries))
-	copy(q, queries)
-	if err := st.protos.Transform(q); err != nil {
+	if err := st.protos.Transform(queries); err != nil {
 		return nil, nil, err
 	}
-	return st.flat.Search(ctx, q, k)
+	return st.flat.Search(ctx, queries, k)
 }
 
 // Reconstruct returns the prototype of class id (nil when the class has none).
@@ -529,30 +534,19 @@ func SquaredL2(a, b []float32) float64 {
 	return d
 }
 
-// Accumulate adds labelled embeddings to existing classes (Store.Accumulate) in memory; Save
-// writes them. It is how `protoherb prototypes` fills a new file.
-func (x *Index) Accumulate(embeddings []float32, labels []int64, imageIDs []int64) error {
-	x.wmu.Lock()
-	defer x.wmu.Unlock()
-	return x.current().store.Accumulate(embeddings, labels, imageIDs)
-}
-
-// Save rebuilds the prototypes and writes the file atomically under the file lock (one generation
-// after the file it replaces): for an index filled with Accumulate, or created empty.
-func (x *Index) Save() error {
-	x.wmu.Lock()
-	defer x.wmu.Unlock()
-	unlock, err := lock(x.path)
+// Replace writes s as the new content of the prototype file at path under the writers' lock,
+// one generation after the file it replaces: a running server reads it again at its next
+// enrolment instead of overwriting it. (`protoherb prototypes` and `prototypes merge`.)
+func (s *Store) Replace(path string) error {
+	unlock, err := lock(path)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	s := x.current().store
-	if old, err := readGeneration(x.path); err == nil {
-		s.gen = max(s.gen, old)
+	if old, err := readGeneration(path); err == nil {
+		s.gen = max(s.gen, old+1)
 	}
-	_, err = x.commit(s, -1)
-	return err
+	return s.Save(path)
 }
 
 // readGeneration returns the generation of an existing prototype file (from its header).
@@ -561,5 +555,12 @@ func readGeneration(path string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return strconv.ParseUint(h.Meta["generation"], 10, 64)
+	return strconv.ParseUint(cmpOr(h.Meta["generation"], "0"), 10, 64)
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

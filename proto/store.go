@@ -332,15 +332,16 @@ func (s *Store) addRow(r int, x []float32) {
 	s.sqnorms[r] += sq
 }
 
-// clone returns a deep copy (what an enrolment changes before the file is written).
+// clone returns a deep copy (what an enrolment changes before the file is written), with room for
+// one more class so that enrolling a new species copies the sums once, not twice.
 func (s *Store) clone() *Store {
 	c := *s
-	c.classes = slices.Clone(s.classes)
+	c.classes = slices.Grow(slices.Clone(s.classes), 1)
 	c.row = maps.Clone(s.row)
-	c.sums = slices.Clone(s.sums)
-	c.counts = slices.Clone(s.counts)
-	c.sqnorms = slices.Clone(s.sqnorms)
-	c.nearest = slices.Clone(s.nearest)
+	c.sums = slices.Grow(slices.Clone(s.sums), s.dim)
+	c.counts = slices.Grow(slices.Clone(s.counts), 1)
+	c.sqnorms = slices.Grow(slices.Clone(s.sqnorms), 1)
+	c.nearest = slices.Grow(slices.Clone(s.nearest), 1)
 	c.receipts = slices.Clone(s.receipts)
 	return &c
 }

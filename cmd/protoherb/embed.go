@@ -55,7 +55,7 @@ func (m *modelFlags) embedder() (*infer.ModelEmbedder, string, error) {
 	m.spec.Device = dev
 	fp := m.fingerprint
 	if fp == "" {
-		if fp, err = proto.Fingerprint(m.model); err != nil {
+		if fp, err = infer.Fingerprint(m.model); err != nil {
 			return nil, "", err
 		}
 	}

@@ -43,33 +43,30 @@ func newPredictCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			store, err := proto.Load(protos)
+			// The prototypes are built with the recorded build (flags override) and the sums dropped
+			// before the embeddings are read, so the two never sit in memory together.
+			x, err := proto.Open(protos, proto.OpenOptions{Edit: b.edit(cmd.Flags()), Metric: met, ReadOnly: true,
+				Search: search.Options{QueryTile: qTile, ProtoTile: pTile, Threads: thr}})
 			if err != nil {
 				return err
 			}
-			build, err := b.apply(cmd.Flags(), store.DefaultBuild())
-			if err != nil {
-				return err
+			defer x.Close()
+			debug.FreeOSMemory()
+			p, build := x.Prototypes(), x.Build()
+			if p == nil {
+				return fmt.Errorf("%s: no class has an image", protos)
 			}
-			// Check the test embeddings' header, build the prototypes and drop the sums before the
-			// embeddings are read, so the two never sit in memory together.
 			if embs != "" {
 				for _, path := range strings.Split(embs, ",") {
 					dim, model, _, err := proto.EmbeddingsHeader(strings.TrimSpace(path))
 					if err != nil {
 						return err
 					}
-					if err := checkModel(protos, store.Dim(), store.Model(), dim, model, otherModel); err != nil {
+					if err := checkModel(protos, p.Dim, p.Model, dim, model, otherModel); err != nil {
 						return err
 					}
 				}
 			}
-			p, err := store.Build(build)
-			if err != nil {
-				return fmt.Errorf("%s: %w", protos, err)
-			}
-			store = nil
-			debug.FreeOSMemory()
 			var e *proto.Embeddings
 			if embs != "" {
 				e, err = loadEmbeddings(embs)
@@ -83,8 +80,7 @@ func newPredictCmd() *cobra.Command {
 				return err
 			}
 			tLoad := time.Since(t0)
-			r, err := predict.Run(cmd.Context(), p, e, predict.Options{Metric: met, K: k,
-				Search: search.Options{QueryTile: qTile, ProtoTile: pTile, Threads: thr}})
+			r, err := predict.Run(cmd.Context(), x, e, k)
 			if err != nil {
 				return err
 			}

@@ -132,7 +132,7 @@ func newPrototypesCmd() *cobra.Command {
 				}
 			}
 			s.SetDefaultBuild(build)
-			if err := s.Save(out); err != nil {
+			if err := s.Replace(out); err != nil {
 				return err
 			}
 			var empty int
@@ -176,7 +176,7 @@ func streamPrototypes(cmd *cobra.Command, m *modelFlags, opt proto.Options, quie
 	}
 	dim := emb.Dim()
 	bar := progress.New(int64(len(idx)), "prototypes", progress.Options{Quiet: quiet, Unit: "img"})
-	bad, err := proto.EmbedItems(cmd.Context(), imageio.ItemsFromDataset(d, idx), lo, emb.Embed, bar, func(rows []int, v []float32) error {
+	bad, err := infer.EmbedItems(cmd.Context(), imageio.ItemsFromDataset(d, idx), lo, emb.Embed, bar, func(rows []int, v []float32) error {
 		labels, ids := make([]int64, len(rows)), make([]int64, len(rows))
 		for j, r := range rows {
 			smp := d.Samples[idx[r]]
@@ -215,7 +215,7 @@ func newPrototypesMergeCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", strings.Join(args, ", "), err)
 			}
-			if err := m.Save(out); err != nil {
+			if err := m.Replace(out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "merged %d files: %d classes, %d images: %s\n", len(args), m.Len(), m.Total(), out)
@@ -270,7 +270,7 @@ func newPrototypesAddCmd() *cobra.Command {
 				items[i] = imageio.Item{Path: a, Label: -1}
 			}
 			vec := make([]float32, len(args)*emb.Dim())
-			if _, err := proto.EmbedItems(cmd.Context(), items, lo, emb.Embed, nil, func(rows []int, v []float32) error {
+			if _, err := infer.EmbedItems(cmd.Context(), items, lo, emb.Embed, nil, func(rows []int, v []float32) error {
 				for j, r := range rows {
 					copy(vec[r*emb.Dim():(r+1)*emb.Dim()], v[j*emb.Dim():(j+1)*emb.Dim()])
 				}
