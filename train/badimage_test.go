@@ -206,3 +206,22 @@ func modelBytes(t *testing.T, runDir string, step int) []byte {
 	}
 	return b
 }
+
+// TestInMemoryRunListsOrFailsOnBadImages: decoding into memory leaves the broken images out and
+// lists them (skip), or stops naming one (fail).
+func TestInMemoryRunListsOrFailsOnBadImages(t *testing.T) {
+	csv, broken := brokenSet(t)
+	cfg := tinyConfig(ModePretrain, csv, filepath.Join(t.TempDir(), "mem"))
+	cfg.Format, cfg.InMemory, cfg.Steps, cfg.EvalEvery, cfg.ValFrac = "csv", "true", 2, 0, 0
+	if _, err := seededRun(context.Background(), cfg, quiet); err != nil {
+		t.Fatalf("an in-memory run over broken images: %v", err)
+	}
+	if listed := readList(t, cfg.RunDir); len(listed) != len(broken) {
+		t.Errorf("%s lists %q, want the broken files %q", BadImagesFile, listed, broken)
+	}
+	cfg.RunDir, cfg.OnBadImage = filepath.Join(t.TempDir(), "strict"), "fail"
+	_, err := seededRun(context.Background(), cfg, quiet)
+	if err == nil || !strings.Contains(err.Error(), "on-bad-image") || !slices.ContainsFunc(broken, func(p string) bool { return strings.Contains(err.Error(), p) }) {
+		t.Errorf("in memory, --on-bad-image fail: %v; want an error naming a broken file", err)
+	}
+}
