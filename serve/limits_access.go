@@ -45,10 +45,16 @@ func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// checkExposure refuses to serve on an address other machines can reach while anyone could enrol:
-// without a token, enrolment must be opened explicitly (Config.OpenEnrolment, --open-enrolment).
+// checkExposure refuses to serve on an address other machines can reach while anyone could enrol.
 func (s *Server) checkExposure(addr net.Addr) error {
-	if s.cfg.Token != "" || s.cfg.OpenEnrolment || isLoopback(addr) {
+	return CheckExposure(addr, s.cfg.Token != "", s.cfg.OpenEnrolment)
+}
+
+// CheckExposure refuses a listening address that other machines can reach while anyone could
+// enrol: without a token, enrolment must be opened explicitly (Config.OpenEnrolment,
+// --open-enrolment). Serve checks it; a command may check it before loading a model.
+func CheckExposure(addr net.Addr, token, openEnrolment bool) error {
+	if token || openEnrolment || isLoopback(addr) {
 		return nil
 	}
 	return fmt.Errorf("serve: %s is reachable from other machines and anyone could enrol species: give --token-file, listen on 127.0.0.1, or pass --open-enrolment", addr)

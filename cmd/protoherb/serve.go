@@ -59,15 +59,19 @@ to try the page without a trained model.`,
 			cfg.DecodeBudget, cfg.UploadBudget = int64(decodeMB)<<20, int64(uploadsMB)<<20
 			cfg.ReadTimeout, cfg.WriteTimeout = readTimeout, writeTimout
 			cfg.Logger = slog.Default()
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			defer ln.Close()
+			if err := serve.CheckExposure(ln.Addr(), f.TokenFile != "", cfg.OpenEnrolment); err != nil {
+				return err // before loading anything
+			}
 			s, closeAll, err := serve.Open(f, spec, cfg)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("serve: %w", err)
-			}
 			slog.Info("serve: listening", "url", "http://"+ln.Addr().String()+"/")
 			return s.Serve(cmd.Context(), ln)
 		},
