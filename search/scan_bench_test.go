@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// BenchmarkScan measures the Go scan alone (no matrix product) over a tile of random scores.
+// BenchmarkScan measures the scan alone (no matrix product) over a tile of random scores.
 func BenchmarkScan(b *testing.B) {
 	for _, shape := range [][2]int{{256, 2048}, {1024, 4096}} {
 		qr, pr := shape[0], shape[1]
@@ -27,4 +27,3 @@ func BenchmarkScan(b *testing.B) {
 		})
 	}
 }
-

@@ -9,8 +9,9 @@
 //	L2:     s = |p|² − 2 q·p         (reported distance s + |q|², clamped at 0)
 //	Cosine: s = 1 − q̂·p̂              (reported distance s; vectors normalised to unit length)
 //
-// Go goroutines then scan the tile, each over its own query rows, against a running per-query top-k:
-// one comparison with the current k-th best per score, an insertion only when it passes. Memory is the
+// Goroutines then scan the tile, each over its own query rows, against a running per-query top-k:
+// blocks of 32 scores are compared with the current k-th best at once (vectorised C), and only a
+// block holding a candidate is walked score by score, inserting those that pass. Memory is the
 // prototypes, one or two tile buffers and the k results per query; no N_queries × N_prototypes
 // matrix is ever formed.
 //

@@ -102,11 +102,22 @@ func TestExactOnIntegerDataWithTies(t *testing.T) {
 	// Duplicate prototypes under different ids: equal distances, so the smaller id must come first.
 	copy(protos[10*dim:11*dim], protos[3*dim:4*dim])
 	copy(protos[50*dim:51*dim], protos[3*dim:4*dim])
-	ids := make([]int64, n)
-	for i := range ids {
-		ids[i] = int64(1000 + i)
-	}
 	queries := smallInts(rng, nq*dim)
+	// Ids ascending with position (ties settled by position) and descending (settled by id lookup).
+	for _, descending := range []bool{false, true} {
+		ids := make([]int64, n)
+		for i := range ids {
+			ids[i] = int64(1000 + i)
+			if descending {
+				ids[i] = int64(1000 + n - i)
+			}
+		}
+		exactWithTies(t, protos, ids, queries, dim)
+	}
+}
+
+func exactWithTies(t *testing.T, protos []float32, ids []int64, queries []float32, dim int) {
+	n := len(ids)
 	for _, m := range []Metric{L2} { // cosine involves square roots: compared with a tolerance below
 		for _, k := range []int{1, 5, 20, n, n + 7} {
 			wantD, wantI := bruteForce(protos, ids, queries, dim, k, m)

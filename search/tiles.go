@@ -3,7 +3,6 @@ package search
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"time"
 
@@ -180,62 +179,6 @@ func (s *searcher) scanTile(tile []float32, qr, pr, q0, p0 int) {
 		}()
 	}
 	wg.Wait()
-}
-
-// scanRows merges rows r0..r1−1 of a tile with pr columns (query q0+r, prototype p0+j).
-func (s *searcher) scanRows(tile []float32, pr, q0, p0, r0, r1 int) {
-	k := s.k
-	inf := float32(math.Inf(1))
-	for r := r0; r < r1; r++ {
-		row := tile[r*pr : (r+1)*pr]
-		q := q0 + r
-		d := s.dist[q*k : (q+1)*k]
-		ix := s.idx[q*k : (q+1)*k]
-		n := int(s.cnt[q])
-		thr := inf
-		if n == k {
-			thr = d[k-1]
-		}
-		for j, x := range row {
-			if x <= thr { // NaN never passes; ties are settled by id in insert
-				n = s.insert(d, ix, n, x, int32(p0+j))
-				if n == k {
-					thr = d[k-1]
-				}
-			}
-		}
-		s.cnt[q] = int32(n)
-	}
-}
-
-// before reports whether prototype position a ranks before b at equal distance (smaller id first).
-func (s *searcher) before(a, b int32) bool {
-	if s.f.sorted {
-		return a < b
-	}
-	ia, ib := s.f.ids[a], s.f.ids[b]
-	return ia < ib || (ia == ib && a < b)
-}
-
-// insert puts (x, p) into the sorted list d/ix holding n entries (at most k), returning the new count.
-func (s *searcher) insert(d []float32, ix []int32, n int, x float32, p int32) int {
-	k := len(d)
-	pos := n
-	if n == k {
-		w := k - 1
-		if x > d[w] || (x == d[w] && !s.before(p, ix[w])) {
-			return n
-		}
-		pos = w
-	} else {
-		n++
-	}
-	for pos > 0 && (x < d[pos-1] || (x == d[pos-1] && s.before(p, ix[pos-1]))) {
-		d[pos], ix[pos] = d[pos-1], ix[pos-1]
-		pos--
-	}
-	d[pos], ix[pos] = x, p
-	return n
 }
 
 // finish turns positions into ids and scores into reported distances.

@@ -35,6 +35,7 @@ type benchEmbedFlags struct {
 	backbone             string
 	size, batch, threads int
 	iters, warmup, chunk int
+	rounds               int
 	channelsLast         bool
 	python               string
 	pythonMalloc         string
@@ -64,6 +65,7 @@ libtorch shim uses. Last line: "embed: X images/s".`,
 	fl.IntVar(&f.iters, "iters", 10, "timed batches (the median is reported)")
 	fl.IntVar(&f.warmup, "warmup", 2, "untimed batches first")
 	fl.IntVar(&f.chunk, "chunk", 0, "most images per libtorch call inside a batch (0: the whole batch)")
+	fl.IntVar(&f.rounds, "rounds", 1, "alternate this many protoherb and PyTorch measurements")
 	fl.BoolVar(&f.channelsLast, "channels-last", false, "run convolutions on NHWC memory layout (both sides)")
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with torch (and torchvision) for the reference; empty skips it")
 	fl.StringVar(&f.pythonMalloc, "python-malloc", "tuned", "allocator for the PyTorch run: tuned (protoherb's settings, like for like) or default (glibc's)")
@@ -99,40 +101,71 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 	}
 	fmt.Fprintf(out, "# %s %dpx batch=%d threads=%d channels-last=%v chunk=%d embed-dim=%d; load average %s\n",
 		f.backbone, f.size, f.batch, torch.NumThreads(), f.channelsLast, f.chunk, e.Dim(), loadAvg())
-	var ts []float64
-	for i := range f.warmup + f.iters {
-		t0 := time.Now()
-		if _, err := e.Embed(x, f.batch); err != nil {
-			return fmt.Errorf("bench embed: %w", err)
-		}
-		if i >= f.warmup {
-			ts = append(ts, time.Since(t0).Seconds())
-		}
+	if f.python == "" {
+		fmt.Fprintln(out, "# PyTorch reference skipped: --python is empty")
 	}
-	slices.Sort(ts)
-	med := ts[len(ts)/2]
-	rate := float64(f.batch) / med
-	fmt.Fprintf(out, "protoherb: median %.1f ms/batch (min %.1f, max %.1f, %d batches) = %.1f images/s\n",
-		med*1e3, ts[0]*1e3, ts[len(ts)-1]*1e3, f.iters, rate)
-	if ref, err := torchReference(out, f); err != nil {
-		fmt.Fprintf(out, "# PyTorch reference skipped: %v\n", err)
-	} else {
-		fmt.Fprintf(out, "protoherb / PyTorch: %.2f× (%.1f against %.1f images/s, same run)\n", rate/ref, rate, ref)
+	// Alternate protoherb and PyTorch rounds so both see the same drift of a shared machine's load.
+	var rates, ratios, cpuRatios []float64
+	for r := range max(f.rounds, 1) {
+		rate, cpu, err := timeEmbed(out, e, x, f)
+		if err != nil {
+			return err
+		}
+		rates = append(rates, rate)
+		if f.python == "" {
+			continue
+		}
+		ref, refCPU, err := torchReference(out, f)
+		if err != nil {
+			fmt.Fprintf(out, "# PyTorch reference skipped: %v\n", err)
+			f.python = ""
+			continue
+		}
+		ratios, cpuRatios = append(ratios, rate/ref), append(cpuRatios, refCPU/cpu)
+		fmt.Fprintf(out, "round %d: protoherb / PyTorch: %.2f× in images/s (%.1f against %.1f), %.2f× in CPU per image (%.1f against %.1f ms)\n",
+			r+1, rate/ref, rate, ref, refCPU/cpu, cpu, refCPU)
+	}
+	rate := median(rates)
+	if len(ratios) > 0 {
+		fmt.Fprintf(out, "protoherb / PyTorch, median of %d alternating rounds: %.2f× in images/s, %.2f× in CPU per image\n",
+			len(ratios), median(ratios), median(cpuRatios))
 	}
 	fmt.Fprintf(out, "embed: %.1f images/s\n", rate)
 	return nil
 }
 
-// torchReference runs the embedded PyTorch script with f's settings and returns its images/s.
-func torchReference(out io.Writer, f benchEmbedFlags) (float64, error) {
-	if f.python == "" {
-		return 0, fmt.Errorf("no --python")
+// timeEmbed runs the forward passes and returns images/s (median batch) and CPU ms per image.
+func timeEmbed(out io.Writer, e *infer.ModelEmbedder, x []float32, f benchEmbedFlags) (float64, float64, error) {
+	var ts []float64
+	var cpu0 float64
+	for i := range f.warmup + f.iters {
+		if i == f.warmup {
+			cpu0 = ownCPU()
+		}
+		t0 := time.Now()
+		if _, err := e.Embed(x, f.batch); err != nil {
+			return 0, 0, fmt.Errorf("bench embed: %w", err)
+		}
+		if i >= f.warmup {
+			ts = append(ts, time.Since(t0).Seconds())
+		}
 	}
+	cpu := (ownCPU() - cpu0) / float64(f.iters*f.batch) * 1e3
+	slices.Sort(ts)
+	med := ts[len(ts)/2]
+	fmt.Fprintf(out, "protoherb: median %.1f ms/batch (min %.1f, max %.1f, %d batches) = %.1f images/s, %.1f ms CPU per image\n",
+		med*1e3, ts[0]*1e3, ts[len(ts)-1]*1e3, f.iters, float64(f.batch)/med, cpu)
+	return float64(f.batch) / med, cpu, nil
+}
+
+// torchReference runs the embedded PyTorch script with f's settings and returns its images/s and
+// CPU ms per image.
+func torchReference(out io.Writer, f benchEmbedFlags) (float64, float64, error) {
 	if f.backbone != "conv4" && f.backbone != "resnet18" && f.backbone != "resnet50" {
-		return 0, fmt.Errorf("%s has no PyTorch counterpart in the reference script", f.backbone)
+		return 0, 0, fmt.Errorf("%s has no PyTorch counterpart in the reference script", f.backbone)
 	}
 	if err := exec.Command(f.python, "-c", "import torch, torchvision").Run(); err != nil {
-		return 0, fmt.Errorf("%s cannot import torch and torchvision (%v); install python3-torch python3-torchvision", f.python, err)
+		return 0, 0, fmt.Errorf("%s cannot import torch and torchvision (%v); install python3-torch python3-torchvision", f.python, err)
 	}
 	cl := "0"
 	if f.channelsLast {
@@ -143,10 +176,14 @@ func torchReference(out io.Writer, f benchEmbedFlags) (float64, error) {
 		env = append(env, "GLIBC_TUNABLES="+tunedMalloc)
 	}
 	fmt.Fprintf(out, "# PyTorch (allocator %s):\n", f.pythonMalloc)
-	v, _, err := pythonReference(out, f.python, "bench_embed_torch.py", benchEmbedTorch, "torch:", env,
+	v, text, err := pythonReference(out, f.python, "bench_embed_torch.py", benchEmbedTorch, "torch:", env,
 		strconv.Itoa(f.threads), f.backbone, strconv.Itoa(f.size), strconv.Itoa(f.batch), cl,
 		strconv.Itoa(f.iters), strconv.Itoa(f.warmup))
-	return v, err
+	if err != nil {
+		return 0, 0, err
+	}
+	cpu, err := parseFigure(text, "torch-cpu:")
+	return v, cpu, err
 }
 
 // pythonReference writes a reference script to a temporary folder, runs it with python (extra

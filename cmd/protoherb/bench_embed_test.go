@@ -33,3 +33,20 @@ func TestParseFigure(t *testing.T) {
 		t.Error("no error for a figure that is not a number")
 	}
 }
+
+// TestBenchSearchReportsBound runs a tiny search benchmark with the SGEMM bound measured in-process
+// (no reference script) and checks that the bound and the headline line are printed.
+func TestBenchSearchReportsBound(t *testing.T) {
+	out, err := run(t, "bench", "search", "--classes", "300", "--dim", "16", "--queries", "50", "--repeat", "1",
+		"--quiet-wait", "0", "--tries", "1", "--sgemm", "64", "--sgemm-script", "")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(out, "reference SGEMM skipped") || !strings.Contains(out, "% of it") {
+		t.Errorf("no SGEMM bound in:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if v, err := parseFigure(lines[len(lines)-1], "search:"); err != nil || v <= 0 {
+		t.Errorf("last line %q: want \"search: <positive> queries/s\" (%v)", lines[len(lines)-1], err)
+	}
+}

@@ -1,7 +1,7 @@
 # PyTorch's side of `protoherb bench embed`: eval-mode, no-grad forward passes of the same backbone on
 # random input, in the style of /work/shared/bench/protonet.py's fwd_bench.
 # Usage: bench_embed_torch.py THREADS BACKBONE SIZE BATCH CHANNELS_LAST(0|1) ITERS WARMUP
-# Last line: "torch: <images/s> images/s (median <ms> ms/batch)".
+# Last lines: "torch-cpu: <CPU ms per image> ms/image", "torch: <images/s> images/s (median <ms> ms/batch)".
 import sys, time, statistics
 import torch, torch.nn as nn
 
@@ -29,12 +29,16 @@ if channels_last:
 ts = []
 with torch.no_grad():
     for i in range(warm + iters):
+        if i == warm:
+            c0 = time.process_time()
         t = time.perf_counter()
         y = model(x)
         if i >= warm:
             ts.append(time.perf_counter() - t)
+    cpu = time.process_time() - c0
 m = statistics.median(ts)
 print(f"torch {torch.__version__} {backbone} {size}px batch={batch} threads={torch.get_num_threads()} "
       f"channels_last={channels_last} out={tuple(y.shape)}: median {m*1e3:.1f} ms/batch "
       f"(min {min(ts)*1e3:.1f}, max {max(ts)*1e3:.1f})", flush=True)
+print(f"torch-cpu: {cpu / (iters * batch) * 1e3:.2f} ms/image", flush=True)
 print(f"torch: {batch/m:.1f} images/s (median {m*1e3:.1f} ms/batch)", flush=True)

@@ -20,6 +20,8 @@ func newBenchPredictCmd() *cobra.Command {
 		classes, queries, dim int
 		k                     int
 		seed                  uint64
+		sgemmN                int
+		sgemmScript, python   string
 	)
 	cmd := &cobra.Command{
 		Use:   "predict",
@@ -66,7 +68,16 @@ images) and 138,292 queries of 512 dimensions. The last line is "predict: X s".`
 				rss = ru.Maxrss // kB on Linux
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%d queries against %d prototypes, %d-d, top-%d: peak RSS %.0f MB\n", queries, classes, dim, k, float64(rss)/1024)
+			fmt.Fprintf(out, "%d queries against %d prototypes, %d-d, top-%d: %.1f s, peak RSS %.0f MB\n", queries, classes, dim, k, wall.Seconds(), float64(rss)/1024)
+			if sgemmN > 0 {
+				// The bound: the whole search at the machine's SGEMM rate, measured after the run.
+				gf, err := sgemmRate(out, sgemmN, python, sgemmScript, 0)
+				if err != nil {
+					return err
+				}
+				bound := 2 * float64(queries) * float64(classes) * float64(dim) / (gf * 1e9)
+				fmt.Fprintf(out, "SGEMM bound at %.1f GFLOP/s: %.1f s; predict takes %.2f× the bound\n", gf, bound, wall.Seconds()/bound)
+			}
 			fmt.Fprintf(out, "predict: %.1f s\n", wall.Seconds())
 			return nil
 		},
@@ -77,6 +88,9 @@ images) and 138,292 queries of 512 dimensions. The last line is "predict: X s".`
 	f.IntVar(&queries, "queries", 138292, "test embeddings")
 	f.IntVar(&dim, "dim", 512, "embedding dimension")
 	f.IntVar(&k, "k", 5, "neighbours kept per test image")
+	f.IntVar(&sgemmN, "sgemm", 4096, "after the run, time an n×n SGEMM (and --sgemm-script) for the bound (0: skip)")
+	f.StringVar(&sgemmScript, "sgemm-script", "../shared/bench/sgemm.py", "reference SGEMM script run with --python; skipped when absent")
+	f.StringVar(&python, "python", "/usr/bin/python3", "Python with numpy and torch for --sgemm-script")
 	f.Uint64Var(&seed, "seed", 2020, "random seed of the generated inputs")
 	return cmd
 }

@@ -2,9 +2,14 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +27,8 @@ func newBenchSearchCmd() *cobra.Command {
 		metric                           string
 		seed                             uint64
 		quietWait                        time.Duration
+		sgemmN                           int
+		sgemmScript, python              string
 		tries                            int
 	)
 	cmd := &cobra.Command{
@@ -112,6 +119,16 @@ func newBenchSearchCmd() *cobra.Command {
 			med := rates[len(rates)/2]
 			fmt.Fprintf(out, "median %.0f queries/s, %.1f GFLOP/s; best %.0f queries/s; load average after: %s\n",
 				med, med*flop/float64(queries)/1e9, rates[len(rates)-1], loadAvg())
+			if sgemmN > 0 {
+				// The bound: every query against every prototype at the machine's SGEMM rate, measured now.
+				gf, err := sgemmRate(out, sgemmN, python, sgemmScript, quietWait)
+				if err != nil {
+					return err
+				}
+				bound := gf * 1e9 / (flop / float64(queries))
+				fmt.Fprintf(out, "SGEMM bound at %.1f GFLOP/s (the best of the above): %.0f queries/s; search reaches %.1f%% of it\n",
+					gf, bound, 100*med/bound)
+			}
 			fmt.Fprintf(out, "search: %.0f queries/s\n", med)
 			return nil
 		},
@@ -130,6 +147,9 @@ func newBenchSearchCmd() *cobra.Command {
 	f.StringVar(&metric, "metric", "l2", "l2 or cosine")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
 	f.DurationVar(&quietWait, "quiet-wait", 30*time.Second, "before each run, wait up to this long for other processes to use under 8% of the CPUs")
+	f.IntVar(&sgemmN, "sgemm", 4096, "after the search, time an n×n SGEMM (and --sgemm-script) for the bound (0: skip)")
+	f.StringVar(&sgemmScript, "sgemm-script", "../shared/bench/sgemm.py", "reference SGEMM script run with --python (numpy and PyTorch); skipped when absent")
+	f.StringVar(&python, "python", "/usr/bin/python3", "Python with numpy and torch for --sgemm-script")
 	f.IntVar(&tries, "tries", 2, "measure a run up to this many times while other load exceeds 5%, keeping the cleanest")
 	return cmd
 }
@@ -176,4 +196,71 @@ func spotCheck(protos, q []float32, dim, k int, m search.Metric, dist []float32,
 		}
 	}
 	return nil
+}
+
+// sgemmRate is the machine's SGEMM rate now, in GFLOP/s: the best of libtorch's addmm on n×n
+// matrices in this process and, when the script is there, numpy's and PyTorch's (sgemm.py).
+func sgemmRate(out io.Writer, n int, python, script string, quietWait time.Duration) (float64, error) {
+	gf, err := sgemmGFLOPs(n)
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintf(out, "SGEMM %d×%d through libtorch addmm: %.1f GFLOP/s\n", n, n, gf)
+	if ref, err := referenceSGEMM(out, python, script, 2, n, quietWait); err != nil {
+		fmt.Fprintf(out, "# reference SGEMM skipped: %v\n", err)
+	} else {
+		gf = max(gf, ref)
+	}
+	return gf, nil
+}
+
+// sgemmGFLOPs times C = A·B for n×n float32 matrices through libtorch's addmm (the call the search
+// makes, on the same BLAS): the median of 3 after a warm-up, in GFLOP/s.
+func sgemmGFLOPs(n int) (float64, error) {
+	s := torch.NewScope()
+	defer s.Close()
+	a := torch.Randn(s, torch.Float32, torch.CPU, int64(n), int64(n))
+	b := torch.Randn(s, torch.Float32, torch.CPU, int64(n), int64(n))
+	c := torch.Zeros(s, torch.Float32, torch.CPU, int64(n), int64(n))
+	var ts []float64
+	for i := range 4 {
+		t0 := time.Now()
+		if err := torch.AddmmOut(c, c, a, b, 0, 1); err != nil {
+			return 0, fmt.Errorf("sgemm: %w", err)
+		}
+		if i > 0 {
+			ts = append(ts, time.Since(t0).Seconds())
+		}
+	}
+	return 2 * float64(n) * float64(n) * float64(n) / median(ts) / 1e9, nil
+}
+
+// referenceSGEMM runs shared/bench/sgemm.py (numpy's and PyTorch's SGEMM, OPENBLAS threads) and
+// returns the best GFLOP/s it prints.
+func referenceSGEMM(out io.Writer, python, script string, threads, n int, quietWait time.Duration) (float64, error) {
+	if python == "" || script == "" {
+		return 0, fmt.Errorf("no --python or --sgemm-script")
+	}
+	if _, err := os.Stat(script); err != nil {
+		return 0, fmt.Errorf("%s not found", script)
+	}
+	c := exec.Command(python, script, "openblas", strconv.Itoa(threads), strconv.Itoa(n))
+	c.Env = append(os.Environ(), "TRIES=1", fmt.Sprintf("QUIET_MAX_WAIT=%d", int(quietWait.Seconds())))
+	b, err := c.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v: %s", script, err, strings.TrimSpace(string(b)))
+	}
+	best := 0.0
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		fmt.Fprintf(out, "#   %s\n", l)
+		if _, rest, ok := strings.Cut(l, " = "); ok {
+			if v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64); err == nil {
+				best = max(best, v)
+			}
+		}
+	}
+	if best == 0 {
+		return 0, fmt.Errorf("%s printed no GFLOP/s figure", script)
+	}
+	return best, nil
 }
