@@ -95,12 +95,18 @@ type OpenOptions struct {
 
 // Open reads the prototype file at path and builds its prototypes.
 func Open(path string, o OpenOptions) (*Index, error) {
+	// The stamp is taken before the file is read: a writer that replaces it meanwhile makes the
+	// stamp stale, so the next enrolment reads the file again rather than overwrite that write.
+	at, err := statFile(path)
+	if err != nil {
+		return nil, err
+	}
 	s, err := Load(path)
 	if err != nil {
 		return nil, err
 	}
 	x := &Index{path: path, edit: o.Edit, metric: o.Metric, sopt: o.Search, readOnly: o.ReadOnly}
-	st, err := x.newState(s)
+	st, err := x.newState(s, at)
 	if err != nil {
 		return nil, err
 	}
@@ -127,22 +133,20 @@ func Create(path string, dim int, model string, opt Options, b Build, o OpenOpti
 	}
 	s.build = b
 	x := &Index{path: path, edit: o.Edit, metric: o.Metric, sopt: o.Search}
-	if x.cur, err = x.newState(s); err != nil {
+	if x.cur, err = x.newState(s, stamp{}); err != nil {
 		return nil, err
 	}
 	return x, nil
 }
 
-// newState builds the prototypes of s with the recorded build changed by the index's edit.
-func (x *Index) newState(s *Store) (*state, error) {
+// newState builds the prototypes of s (the file as of stamp) with the recorded build changed by
+// the index's edit.
+func (x *Index) newState(s *Store, at stamp) (*state, error) {
 	b, err := x.edit.Apply(s.build)
 	if err != nil {
 		return nil, err
 	}
-	st := &state{store: s, build: b}
-	if st.stamp, err = statFile(x.path); err != nil {
-		return nil, err
-	}
+	st := &state{store: s, build: b, stamp: at}
 	if s.cal.Build != b { // distances and temperature of another build do not apply
 		s.cal = Calibration{Build: b}
 		for i := range s.nearest {
@@ -331,14 +335,14 @@ func (x *Index) fresh() (*state, error) {
 	if !now.exists {
 		return nil, fmt.Errorf("%s: the prototype file was removed while in use", x.path)
 	}
-	s, err := Load(x.path)
+	s, err := Load(x.path) // under the lock: the file is as now says
 	if err != nil {
 		return nil, err
 	}
 	if s.dim != st.store.dim || s.model != st.store.model || s.opt != st.store.opt {
 		return nil, fmt.Errorf("%s: replaced by a file of another model (%d-d %s, was %d-d %s)", x.path, s.dim, s.model, st.store.dim, st.store.model)
 	}
-	return x.newState(s)
+	return x.newState(s, now)
 }
 
 // Enrolment is what Enrol did.
@@ -394,7 +398,7 @@ func (x *Index) Enrol(c Class, embeddings []float32, key string) (Enrolment, err
 // commit builds s, refreshes the nearest distances of class changed and the spacing temperature,
 // writes the file (one generation on) and publishes the new state. The caller holds the locks.
 func (x *Index) commit(s *Store, changed int64) (*state, error) {
-	next, err := x.newState(s)
+	next, err := x.newState(s, stamp{})
 	if err != nil {
 		return nil, err
 	}

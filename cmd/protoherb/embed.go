@@ -141,9 +141,6 @@ func newEmbedCmd() *cobra.Command {
 		Short: "Embed a dataset split once: float32 [N, D] embeddings with image ids and labels (shardable)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return usageErrorf("--out is required")
-			}
 			e, err := embedDataset(cmd.Context(), &m, shard, quiet)
 			if err != nil {
 				return err
@@ -161,5 +158,6 @@ func newEmbedCmd() *cobra.Command {
 	f.StringVar(&out, "out", "", "embeddings file to write (safetensors)")
 	f.StringVar(&shard, "shard", "", "embed only shard i/n (every n-th image from the i-th, 0-based)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -18,10 +18,10 @@ func newEvaluateCmd() *cobra.Command {
 		topGenera          int
 	)
 	cmd := &cobra.Command{
-		Use:   "evaluate --pred submission.csv --truth truth.csv [--topk topk.csv] [--train-counts classes.csv | --data PATH] [--report DIR]",
+		Use:   "evaluate --pred submission.csv --truth truth.csv [--topk-file topk.csv] [--train-counts classes.csv | --data PATH] [--report DIR]",
 		Short: "Score a submission: macro-F1 as scikit-learn, accuracy, top-5, head/medium/tail, genus-level errors",
 		Long: `Score a submission (Id,Predicted) against the solution (same header) with macro-F1 exactly as
-scikit-learn's f1_score(average="macro"), accuracy and, with --topk (Id,Rank,Predicted,Distance), top-5
+scikit-learn's f1_score(average="macro"), accuracy and, with --topk-file (Id,Rank,Predicted,Distance), top-5
 accuracy. With class information (--train-counts FILE with header class_id,name,genus,family,train_count,
 or --data PATH to count the training split of a dataset) every label must be a known class, and the report
 adds head/medium/tail groups, F1 by class frequency and genus/family-level errors. --report DIR writes
@@ -74,7 +74,7 @@ summary.md, summary.json, per_class.csv and PNG plots; nothing is written when a
 	f := cmd.Flags()
 	f.StringVar(&in.Pred, "pred", "", "submission CSV (Id,Predicted)")
 	f.StringVar(&in.Truth, "truth", "", "solution CSV (Id,Predicted)")
-	f.StringVar(&in.TopK, "topk", "", "top-k CSV written by predict --topk-out (Id,Rank,Predicted,Distance)")
+	f.StringVar(&in.TopK, "topk-file", "", "top-k CSV written by predict --topk-out (Id,Rank,Predicted,Distance); --topk is a count on every command")
 	f.StringVar(&in.Classes, "train-counts", "", "class CSV: class_id,train_count required; name,genus,family optional")
 	f.StringVar(&data, "data", "", "dataset whose train split gives the classes, taxonomy and training counts")
 	f.StringVar(&report, "report", "", "directory for summary.md, summary.json, per_class.csv and plots")

@@ -30,9 +30,6 @@ func newPredictCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t0 := time.Now()
-			if protos == "" || out == "" {
-				return usageErrorf("--prototypes and --out are required")
-			}
 			if (embs == "") == (m.model == "") {
 				return fmt.Errorf("give either --embeddings or --model with --data")
 			}
@@ -125,6 +122,8 @@ func newPredictCmd() *cobra.Command {
 	f.IntVar(&thr, "search-threads", 0, "goroutines scanning a tile (0: one per core)")
 	f.BoolVar(&otherModel, "allow-other-model", false, "accept test embeddings whose model fingerprint differs from the prototypes'")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	_ = cmd.MarkFlagRequired("prototypes")
+	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 

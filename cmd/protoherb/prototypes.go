@@ -106,9 +106,6 @@ func newPrototypesCmd() *cobra.Command {
 		Short: "Per-class embedding sums and counts over the training images (shards merge exactly), with class names and taxonomy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return usageErrorf("--out is required")
-			}
 			build, err := b.apply(cmd.Flags(), proto.Build{})
 			if err != nil {
 				return err
@@ -153,6 +150,7 @@ func newPrototypesCmd() *cobra.Command {
 	f.StringVar(&out, "out", "", "prototype file to write (safetensors)")
 	f.BoolVar(&normEmb, "normalize-embeddings", false, "scale each embedding to unit length before summing (queries too)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	_ = cmd.MarkFlagRequired("out")
 	cmd.AddCommand(newPrototypesMergeCmd(), newPrototypesAddCmd())
 	return cmd
 }
@@ -200,9 +198,6 @@ func newPrototypesMergeCmd() *cobra.Command {
 		Short: "Merge prototype files (shards) exactly: same dimension, model and options",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return usageErrorf("--out is required")
-			}
 			var stores []*proto.Store
 			for _, a := range args {
 				s, err := proto.Load(a)
@@ -223,6 +218,7 @@ func newPrototypesMergeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "merged prototype file to write")
+	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 
@@ -237,9 +233,6 @@ func newPrototypesAddCmd() *cobra.Command {
 		Short: "Append a species (or add images to one) without retraining; the file is replaced atomically",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if path == "" || name == "" {
-				return usageErrorf("--prototypes and --class are required")
-			}
 			s, err := proto.Open(path, proto.OpenOptions{})
 			if err != nil {
 				return err
@@ -294,5 +287,7 @@ func newPrototypesAddCmd() *cobra.Command {
 	f.Int64Var(&id, "id", 0, "class id of a new species (default: one more than the largest); names match ignoring case and spacing, as the server's")
 	f.StringVar(&genus, "genus", "", "genus")
 	f.StringVar(&family, "family", "", "family")
+	_ = cmd.MarkFlagRequired("prototypes")
+	_ = cmd.MarkFlagRequired("class")
 	return cmd
 }
