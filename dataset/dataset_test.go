@@ -168,7 +168,14 @@ func TestHerbariumErrorsNameTheFile(t *testing.T) {
 func TestLatin1Reader(t *testing.T) {
 	in := "plain \xe6\xd7\xff end"
 	want := "plain æ×ÿ end"
-	got, err := io.ReadAll(iotest.OneByteReader(&latin1Reader{r: strings.NewReader(in)}))
+	path := filepath.Join(t.TempDir(), "latin1.json")
+	write(t, path, in)
+	r, err := openText(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(iotest.OneByteReader(r))
 	if err != nil || string(got) != want {
 		t.Errorf("got %q, %v; want %q", got, err, want)
 	}
