@@ -162,6 +162,9 @@ func write(dir, name string, c *Checkpoint) (string, error) {
 	}()
 	files := []string{ModelFile, StateFile}
 	meta := map[string]string{"format": Format, "step": strconv.Itoa(c.Step), "epoch": strconv.Itoa(c.Epoch)}
+	if len(c.Config) > 0 { // the run config: a model.safetensors copied alone still says its architecture
+		meta["config"] = string(c.Config)
+	}
 	if err := nn.SaveSafetensors(filepath.Join(tmp, ModelFile), c.Weights, meta); err != nil {
 		return "", fmt.Errorf("checkpoint %s: %w", name, err)
 	}

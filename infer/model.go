@@ -129,8 +129,9 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 }
 
 // LoadModel loads a trained model for inference. path is a checkpoint folder (with state.json),
-// a run folder (its best checkpoint, else its latest) or a bare .safetensors weights file (then
-// spec must say the backbone and image size).
+// a run folder (its best checkpoint, else its latest), a bare .safetensors weights file (its
+// "config" metadata, as checkpoints write it, or spec says the backbone and image size) or a
+// TorchScript module (.pt: spec says the image size and channels).
 //
 // The architecture comes from spec where set, else from the checkpoint's run config, read
 // leniently: keys backbone (or model), image_size (or size), in_channels (or channels),
@@ -144,6 +145,11 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		return nil, fmt.Errorf("model: %w", err)
 	}
 	switch {
+	case isTorchScript(path):
+		// A TorchScript module is a whole model, its weights inside: no training run needed.
+		if spec.Backbone == "" {
+			spec.Backbone = "torchscript:" + path
+		}
 	case st.IsDir():
 		var ck *checkpoint.Checkpoint
 		if _, err := os.Stat(filepath.Join(path, checkpoint.StateFile)); err == nil {
@@ -189,7 +195,9 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
 	// Classifier heads of a pretraining checkpoint are not needed: load what the model has.
-	if _, err := nn.LoadInto(m.State(), weights, false); err != nil {
+	if weights == nil {
+		// A TorchScript module brings its own weights.
+	} else if _, err := nn.LoadInto(m.State(), weights, false); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
@@ -210,6 +218,13 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		}
 	}
 	return e, nil
+}
+
+// isTorchScript reports whether path names a TorchScript module file (torch.jit.save: .pt, .pth
+// archives that are not safetensors are read as weights by --init, not here).
+func isTorchScript(path string) bool {
+	ext := strings.ToLower(filepath.Ext(path))
+	return ext == ".pt" || ext == ".torchscript"
 }
 
 // fill sets the zero fields of s from a run config.

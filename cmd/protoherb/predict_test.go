@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"protoherb/checkpoint"
+	"protoherb/demo/service"
+	"protoherb/infer"
 	"protoherb/nn"
 	"protoherb/proto"
 	"protoherb/serve"
@@ -219,3 +222,47 @@ func TestPredictBadInput(t *testing.T) {
 }
 
 func nan() float64 { var z float64; return z / z }
+
+// embed --model x.pt: a TorchScript module embeds without a training run (its weights inside).
+func TestEmbedTorchScriptModule(t *testing.T) {
+	data, _ := fixture(t)
+	module, err := filepath.Abs("../../nn/testdata/tiny.pt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "e.safetensors")
+	if o, err := run(t, "embed", "--model", module, "--image-size", "8", "--channels", "1", "--data", data, "--split", "test", "--out", out, "--quiet"); err != nil {
+		t.Fatalf("embed: %v\n%s", err, o)
+	}
+	e, err := proto.LoadEmbeddings(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Len() != 6 || e.Dim != 16 || len(e.Failed) != 0 || !strings.HasPrefix(e.Model, "tiny.pt@") {
+		t.Errorf("embeddings: %d rows of %d, %d failed, model %q", e.Len(), e.Dim, len(e.Failed), e.Model)
+	}
+}
+
+// A checkpoint's model.safetensors copied alone says its architecture: no --backbone or --image-size.
+func TestBareCheckpointWeightsDescribeTheModel(t *testing.T) {
+	d, err := service.Make(context.Background(), t.TempDir(), service.Options{Species: 2, PerClass: 1, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := filepath.Join(t.TempDir(), "weights.safetensors")
+	b, err := os.ReadFile(filepath.Join(d.Model, checkpoint.ModelFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bare, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := infer.LoadModel(bare, infer.ModelSpec{})
+	if err != nil {
+		t.Fatalf("a bare model.safetensors: %v", err)
+	}
+	defer e.Close()
+	if tf := e.Transform(); tf.Size != 32 || tf.Channels != 3 {
+		t.Errorf("transform %+v, want the checkpoint's 32 px, 3 channels", tf)
+	}
+}
