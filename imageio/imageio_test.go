@@ -271,6 +271,9 @@ func collect(t *testing.T, l *Loader, items []Item, seed uint64) (x []float32, l
 		if len(b.X) != b.N*b.C*b.H*b.W || len(b.Labels) != b.N || len(b.Index) != b.N {
 			t.Fatalf("inconsistent batch N=%d X=%d labels=%d", b.N, len(b.X), len(b.Labels))
 		}
+		if b.N > 0 && b.Decode <= 0 {
+			t.Fatalf("batch of %d decoded images reports no decoding time", b.N)
+		}
 		x = append(x, b.X...)
 		labels = append(labels, b.Labels...)
 		index = append(index, b.Index...)

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"protoherb/dataset"
 )
@@ -61,6 +62,9 @@ type Batch struct {
 	Index []int
 	// Bad lists the images of this batch that were skipped.
 	Bad []BadImage
+	// Decode is the time the workers spent reading and transforming this batch's images (summed
+	// over workers: with W workers busy the batch took about Decode/W).
+	Decode time.Duration
 }
 
 // BadPolicy says what a bad image does.
@@ -128,6 +132,9 @@ func NewLoader(opt LoaderOptions) (*Loader, error) {
 	return &Loader{opt: opt}, nil
 }
 
+// Workers is the number of decoding goroutines a stream runs.
+func (l *Loader) Workers() int { return l.opt.Workers }
+
 // ItemRand derives the random source of one item from the stream seed and its position, so the
 // augmentation of an item does not depend on which worker takes it or when.
 func ItemRand(seed uint64, index int) *rand.Rand {
@@ -159,6 +166,7 @@ type pending struct {
 	done      chan struct{}
 	bad       []BadImage // indexed by slot, filled by workers
 	ok        []bool
+	decode    atomic.Int64 // nanoseconds the workers spent on the batch
 }
 
 type job struct {
@@ -234,7 +242,9 @@ func (l *Loader) Stream(ctx context.Context, items []Item, seed uint64) *Stream 
 				idx := j.p.first + j.slot
 				it := items[idx]
 				out := j.p.batch.X[j.slot*elem : (j.slot+1)*elem]
+				t0 := time.Now()
 				err := l.loadOne(proc, it, &data, ItemRand(seed, idx), out)
+				j.p.decode.Add(int64(time.Since(t0)))
 				if err != nil {
 					j.p.bad[j.slot] = BadImage{Index: idx, Path: it.Path, Err: err}
 				} else {
@@ -302,6 +312,7 @@ func finish(p *pending, items []Item, elem int, policy BadPolicy) (*Batch, error
 	}
 	b.N = row
 	b.X = b.X[:row*elem]
+	b.Decode = time.Duration(p.decode.Load())
 	return b, nil
 }
 

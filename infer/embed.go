@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"protoherb/imageio"
 	"protoherb/progress"
@@ -20,7 +22,8 @@ type EmbedFunc func(x []float32, n int) ([]float32, error)
 
 // EmbedItems loads items with the loader options, embeds them batch by batch and hands each batch to
 // fn with the items' positions. Images that cannot be read are skipped and returned (the rest are
-// embedded), unless opt.OnBad is imageio.Fail.
+// embedded), unless opt.OnBad is imageio.Fail. The loader decodes the next batches while a batch
+// is embedded; at the end the run's Throughput (which part bounds it) is logged.
 func EmbedItems(ctx context.Context, items []imageio.Item, opt imageio.LoaderOptions, embed EmbedFunc, bar *progress.Bar,
 	fn func(index []int, vectors []float32) error) ([]imageio.BadImage, error) {
 	l, err := imageio.NewLoader(opt)
@@ -29,7 +32,10 @@ func EmbedItems(ctx context.Context, items []imageio.Item, opt imageio.LoaderOpt
 	}
 	st := l.Stream(ctx, items, 0)
 	defer st.Close()
+	tp := Throughput{Workers: l.Workers()}
+	t0 := time.Now()
 	for {
+		tw := time.Now()
 		b, err := st.Next()
 		if err == io.EOF {
 			break
@@ -37,11 +43,16 @@ func EmbedItems(ctx context.Context, items []imageio.Item, opt imageio.LoaderOpt
 		if err != nil {
 			return nil, err
 		}
+		tp.Wait += time.Since(tw)
+		tp.Decode += b.Decode
 		if b.N > 0 {
+			tf := time.Now()
 			v, err := embed(b.X, b.N)
 			if err != nil {
 				return nil, err
 			}
+			tp.Forward += time.Since(tf)
+			tp.Images += b.N
 			if err := fn(b.Index, v); err != nil {
 				return nil, err
 			}
@@ -49,6 +60,10 @@ func EmbedItems(ctx context.Context, items []imageio.Item, opt imageio.LoaderOpt
 		bar.Add(b.N + len(b.Bad))
 	}
 	bar.Finish()
+	tp.Wall = time.Since(t0)
+	if tp.Images > 0 {
+		slog.Info("embedded", "throughput", tp.String())
+	}
 	return st.Bad(), nil
 }
 
