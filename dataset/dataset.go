@@ -25,11 +25,15 @@ const (
 var Formats = []string{FormatHerbarium2020, FormatHerbarium2021, FormatHerbarium2022, FormatImageFolder, FormatCSV, FormatOmniglot}
 
 // Class is one label of a dataset together with its taxonomy (empty where the dataset has none).
+// It is protoherb's one species type: prototype files, the service and the embeddings files hold
+// it as it is (proto.Class), with these JSON names.
 type Class struct {
 	// ID is the dataset's own category id (what a Kaggle submission prints).
-	ID                   int64
-	Name                 string
-	Genus, Family, Order string
+	ID     int64  `json:"id"`
+	Name   string `json:"name"`
+	Genus  string `json:"genus,omitempty"`
+	Family string `json:"family,omitempty"`
+	Order  string `json:"order,omitempty"`
 }
 
 // Sample is one image.

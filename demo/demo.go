@@ -265,7 +265,7 @@ func prototypesAndPredict(ctx context.Context, run string, trainDS, testDS *data
 	if err != nil {
 		return nil, err
 	}
-	store, err := proto.New(tr.Dim, fp, infer.ProtoClasses(trainDS.Classes), proto.Options{NormalizeEmbeddings: normalize})
+	store, err := proto.New(tr.Dim, fp, trainDS.Classes, proto.Options{NormalizeEmbeddings: normalize})
 	if err != nil {
 		return nil, err
 	}

@@ -23,15 +23,6 @@ type DatasetOptions struct {
 	Bar    progress.Options
 }
 
-// ProtoClasses converts a dataset's classes to the prototype store's.
-func ProtoClasses(cs []dataset.Class) []proto.Class {
-	out := make([]proto.Class, len(cs))
-	for i, c := range cs {
-		out[i] = proto.Class{ID: c.ID, Name: c.Name, Genus: c.Genus, Family: c.Family}
-	}
-	return out
-}
-
 // RelativePaths returns the dataset's folder (absolute) and the paths of the samples idx relative
 // to it, with forward slashes (an image outside the folder keeps its absolute path), for every
 // dataset format: what `serve --index` needs to show a specimen.
@@ -63,7 +54,7 @@ func EmbedDataset(ctx context.Context, e *ModelEmbedder, d *dataset.Dataset, o D
 		idx = append(idx, i)
 	}
 	dim := e.Dim()
-	out := &proto.Embeddings{Dim: dim, Model: o.Fingerprint, Split: d.Split, Classes: ProtoClasses(d.Classes),
+	out := &proto.Embeddings{Dim: dim, Model: o.Fingerprint, Split: d.Split, Classes: d.Classes,
 		IDs: make([]int64, len(idx)), Labels: make([]int64, len(idx)), Vectors: make([]float32, len(idx)*dim)}
 	out.Root, out.Paths = RelativePaths(d, idx)
 	for r, i := range idx {

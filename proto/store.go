@@ -15,15 +15,13 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"protoherb/dataset"
 )
 
-// Class is one species and its taxonomy.
-type Class struct {
-	ID     int64  `json:"id"`
-	Name   string `json:"name"`
-	Genus  string `json:"genus,omitempty"`
-	Family string `json:"family,omitempty"`
-}
+// Class is one species and its taxonomy: the dataset's class type, so that classes pass from a
+// dataset to a prototype file and the service unchanged.
+type Class = dataset.Class
 
 // Options fix how embeddings are summed; they are stored with the sums and must agree to merge.
 type Options struct {

@@ -52,15 +52,16 @@ func (m Metric) String() string {
 	return fmt.Sprintf("metric(%d)", int(m))
 }
 
-// ParseMetric parses "l2" or "cosine".
+// ParseMetric parses "l2" (also "euclidean", train's --distance name) or "cosine": one vocabulary
+// for training and search.
 func ParseMetric(s string) (Metric, error) {
 	switch s {
-	case "l2", "L2":
+	case "l2", "L2", "euclidean":
 		return L2, nil
 	case "cosine", "cos":
 		return Cosine, nil
 	}
-	return L2, fmt.Errorf("metric %q: want l2 or cosine", s)
+	return L2, fmt.Errorf("metric %q: want l2 (euclidean) or cosine", s)
 }
 
 // Options tune a search. The zero value picks the defaults.

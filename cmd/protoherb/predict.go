@@ -116,7 +116,7 @@ func newPredictCmd() *cobra.Command {
 	f.IntVar(&k, "topk", 5, "neighbours kept per image")
 	f.StringVar(&topkOut, "topk-out", "", "also write the top-k CSV (Id,Rank,Predicted,Distance)")
 	f.StringVar(&failedOut, "failed-out", "", "list of unreadable test images (default: OUT.failed.csv, written only when there are some)")
-	f.StringVar(&metric, "metric", "l2", "l2 or cosine")
+	f.StringVar(&metric, "metric", "l2", "l2 (= euclidean, as train's --distance) or cosine")
 	f.IntVar(&qTile, "query-tile", 0, "queries per matrix product (0: default)")
 	f.IntVar(&pTile, "proto-tile", 0, "prototypes per matrix product (0: default)")
 	f.IntVar(&thr, "search-threads", 0, "goroutines scanning a tile (0: one per core)")

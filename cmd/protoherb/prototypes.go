@@ -162,7 +162,7 @@ func streamPrototypes(cmd *cobra.Command, m *modelFlags, opt proto.Options, quie
 		return nil, err
 	}
 	defer emb.Close()
-	s, err := proto.New(emb.Dim(), fp, infer.ProtoClasses(d.Classes), opt)
+	s, err := proto.New(emb.Dim(), fp, d.Classes, opt)
 	if err != nil {
 		return nil, err
 	}
