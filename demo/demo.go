@@ -295,12 +295,12 @@ func prototypesAndPredict(ctx context.Context, run string, trainDS, testDS *data
 func randomGuess(testDS, trainDS *dataset.Dataset, seed uint64) *predict.Result {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
 	n := len(testDS.Samples)
-	res := &predict.Result{IDs: make([]int64, n), Pred: make([]int, n), Ranked: make([][]eval.Ranked, n)}
+	res := &predict.Result{IDs: make([]int64, n), Pred: make([]int64, n), Ranked: make([][]eval.Ranked, n)}
 	for i, s := range testDS.Samples {
 		res.IDs[i] = s.ID
 		perm := r.Perm(len(trainDS.Classes))[:min(5, len(trainDS.Classes))]
 		for j, c := range perm {
-			res.Ranked[i] = append(res.Ranked[i], eval.Ranked{Class: int(trainDS.Classes[c].ID), Distance: float32(j)})
+			res.Ranked[i] = append(res.Ranked[i], eval.Ranked{Class: trainDS.Classes[c].ID, Distance: float32(j)})
 		}
 		res.Pred[i] = res.Ranked[i][0].Class
 	}

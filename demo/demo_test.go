@@ -89,7 +89,7 @@ func checkServeMatchesSubmission(t *testing.T, res *Result) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := make(map[int64]int, len(sub.IDs))
+	want := make(map[int64]int64, len(sub.IDs))
 	for i, id := range sub.IDs {
 		want[id] = sub.Class[i]
 	}
@@ -121,7 +121,7 @@ func checkServeMatchesSubmission(t *testing.T, res *Result) {
 		if err != nil || resp.StatusCode != http.StatusOK || len(out.Species) == 0 {
 			t.Fatalf("identify %s: status %d, %v", smp.Path, resp.StatusCode, err)
 		}
-		if got := out.Species[0].ID; got != int64(want[smp.ID]) {
+		if got := out.Species[0].ID; got != want[smp.ID] {
 			wrong++
 			if wrong <= 3 {
 				t.Errorf("test image %d: served top-1 %d, trained-robust submission %d", smp.ID, got, want[smp.ID])

@@ -16,7 +16,7 @@ func ClassesFromDataset(d *dataset.Dataset) (Classes, error) {
 		if c.ID < 0 || c.ID > math.MaxInt32 {
 			return nil, fmt.Errorf("%s: class %q has id %d, not a class id", d.Root, c.Name, c.ID)
 		}
-		out[int(c.ID)] = ClassInfo{Name: c.Name, Genus: c.Genus, Family: c.Family, TrainCount: counts[i]}
+		out[c.ID] = ClassInfo{Name: c.Name, Genus: c.Genus, Family: c.Family, TrainCount: counts[i]}
 	}
 	return out, nil
 }

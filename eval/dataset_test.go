@@ -35,7 +35,7 @@ func TestClassesFromDataset(t *testing.T) {
 	}
 	total := 0
 	for _, dc := range d.Classes {
-		ci, ok := c[int(dc.ID)]
+		ci, ok := c[dc.ID]
 		if !ok || ci.Name != dc.Name || ci.Genus != dc.Genus || ci.Family != dc.Family {
 			t.Fatalf("class %d: %+v, dataset has %+v", dc.ID, ci, dc)
 		}

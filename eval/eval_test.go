@@ -85,13 +85,13 @@ func TestScikitLearnFixtures(t *testing.T) {
 					t.Fatalf("%d classes, want %d", len(r.Classes), len(want.PerClass))
 				}
 				for _, c := range r.Classes {
-					w, ok := want.PerClass[strconv.Itoa(c.Class)]
+					w, ok := want.PerClass[strconv.FormatInt(c.Class, 10)]
 					if !ok {
 						t.Fatalf("class %d not in scikit-learn's labels", c.Class)
 					}
-					near(t, "precision of "+strconv.Itoa(c.Class), c.Precision, w[0])
-					near(t, "recall of "+strconv.Itoa(c.Class), c.Recall, w[1])
-					near(t, "F1 of "+strconv.Itoa(c.Class), c.F1, w[2])
+					near(t, "precision of "+strconv.FormatInt(c.Class, 10), c.Precision, w[0])
+					near(t, "recall of "+strconv.FormatInt(c.Class, 10), c.Recall, w[1])
+					near(t, "F1 of "+strconv.FormatInt(c.Class, 10), c.F1, w[2])
 					if c.Support != int(w[3]) {
 						t.Errorf("support of %d = %d, want %v", c.Class, c.Support, w[3])
 					}
@@ -135,9 +135,9 @@ func TestScikitLearnFixtures(t *testing.T) {
 
 func TestMacroF1Pure(t *testing.T) {
 	// basic fixture, by hand: per-class F1 2/3, 4/5, 2/3, 2/3 → mean 0.7.
-	got := MacroF1([]int{0, 0, 0, 1, 1, 2, 2, 2, 3, 3}, []int{0, 0, 1, 1, 1, 2, 0, 2, 3, 2})
+	got := MacroF1([]int64{0, 0, 0, 1, 1, 2, 2, 2, 3, 3}, []int64{0, 0, 1, 1, 1, 2, 0, 2, 3, 2})
 	near(t, "MacroF1", got, 0.7)
-	if got := MacroF1([]int{1, 2}, []int{3, 4}); got != 0 {
+	if got := MacroF1([]int64{1, 2}, []int64{3, 4}); got != 0 {
 		t.Errorf("disjoint labels: %v, want 0", got)
 	}
 }
@@ -320,7 +320,7 @@ func TestClassesFile(t *testing.T) {
 
 func TestWritersRoundTrip(t *testing.T) {
 	var b bytes.Buffer
-	if err := WriteSubmission(&b, []int64{5, 3}, []int{15672, 0}); err != nil {
+	if err := WriteSubmission(&b, []int64{5, 3}, []int64{15672, 0}); err != nil {
 		t.Fatal(err)
 	}
 	if b.String() != "Id,Predicted\n5,15672\n3,0\n" {

@@ -18,13 +18,13 @@ import (
 type Labels struct {
 	Name  string  // where it was read from, used in messages
 	IDs   []int64 // image ids
-	Class []int   // class id of each row
+	Class []int64 // class id of each row
 	Line  []int   // 1-based line of each row
 }
 
 // Ranked is one entry of an image's top-k list.
 type Ranked struct {
-	Class    int
+	Class    int64
 	Distance float32
 }
 
@@ -45,7 +45,7 @@ type ClassInfo struct {
 }
 
 // Classes maps a class id to its ClassInfo.
-type Classes map[int]ClassInfo
+type Classes map[int64]ClassInfo
 
 // reader wraps encoding/csv with the file name for messages.
 type reader struct {
@@ -114,12 +114,12 @@ func parseInt(name string, line int, field, s string) (int64, error) {
 	return v, nil
 }
 
-func parseClass(name string, line int, field, s string) (int, error) {
+func parseClass(name string, line int, field, s string) (int64, error) {
 	v, err := parseInt(name, line, field, s)
 	if err == nil && (v < 0 || v > math.MaxInt32) {
 		err = fmt.Errorf("%s:%d: %s %d is not a class id", name, line, field, v)
 	}
-	return int(v), err
+	return v, err
 }
 
 func checkHeader(name string, got []string, want ...string) error {
@@ -190,14 +190,14 @@ func readFile[T any](path string, read func(io.Reader, string) (T, error)) (T, e
 
 // WriteSubmission writes the Kaggle submission: header Id,Predicted, one row per image in the given
 // order.
-func WriteSubmission(w io.Writer, ids []int64, classes []int) error {
+func WriteSubmission(w io.Writer, ids []int64, classes []int64) error {
 	if len(ids) != len(classes) {
 		return fmt.Errorf("submission: %d ids for %d classes", len(ids), len(classes))
 	}
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"Id", "Predicted"})
 	for i, id := range ids {
-		cw.Write([]string{strconv.FormatInt(id, 10), strconv.Itoa(classes[i])})
+		cw.Write([]string{strconv.FormatInt(id, 10), strconv.FormatInt(classes[i], 10)})
 	}
 	cw.Flush()
 	return cw.Error()
@@ -256,7 +256,7 @@ func ReadTopK(r io.Reader, name string) (*TopK, error) {
 	t.K = math.MaxInt
 	for id, rs := range rows {
 		slices.SortFunc(rs, func(a, b rankLine) int { return a.rank - b.rank })
-		seen := map[int]int{}
+		seen := map[int64]int{}
 		out := make([]Ranked, len(rs))
 		for i, x := range rs {
 			if x.rank != i+1 {
@@ -296,7 +296,7 @@ func WriteTopK(w io.Writer, ids []int64, ranked [][]Ranked) error {
 	for i, id := range ids {
 		sid := strconv.FormatInt(id, 10)
 		for r, x := range ranked[i] {
-			cw.Write([]string{sid, strconv.Itoa(r + 1), strconv.Itoa(x.Class),
+			cw.Write([]string{sid, strconv.Itoa(r + 1), strconv.FormatInt(x.Class, 10),
 				strconv.FormatFloat(float64(x.Distance), 'g', -1, 32)})
 		}
 	}
@@ -333,7 +333,7 @@ func ReadClasses(r io.Reader, name string) (Classes, error) {
 		return ""
 	}
 	out := Classes{}
-	lines := map[int]int{}
+	lines := map[int64]int{}
 	for {
 		rec, line, err := cr.next(len(h))
 		if err == io.EOF {
@@ -372,7 +372,7 @@ func WriteClasses(w io.Writer, c Classes) error {
 	cw.Write([]string{"class_id", "name", "genus", "family", "train_count"})
 	for _, id := range slices.Sorted(maps.Keys(c)) {
 		ci := c[id]
-		cw.Write([]string{strconv.Itoa(id), ci.Name, ci.Genus, ci.Family, strconv.Itoa(ci.TrainCount)})
+		cw.Write([]string{strconv.FormatInt(id, 10), ci.Name, ci.Genus, ci.Family, strconv.Itoa(ci.TrainCount)})
 	}
 	cw.Flush()
 	return cw.Error()

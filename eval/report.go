@@ -98,7 +98,7 @@ func (r *Report) WritePerClass(w io.Writer) error {
 		if c.TrainCount >= 0 {
 			tc = strconv.Itoa(c.TrainCount)
 		}
-		cw.Write([]string{strconv.Itoa(c.Class), c.Name, c.Genus, c.Family, c.Group, tc, strconv.Itoa(c.Support),
+		cw.Write([]string{strconv.FormatInt(c.Class, 10), c.Name, c.Genus, c.Family, c.Group, tc, strconv.Itoa(c.Support),
 			strconv.Itoa(c.Predicted), strconv.Itoa(c.TP), ftoa(c.Precision), ftoa(c.Recall), ftoa(c.F1)})
 	}
 	cw.Flush()
@@ -215,15 +215,15 @@ func (r *Report) Markdown(images map[string][]byte) string {
 		}
 	}
 	if len(r.TopConfusions) > 0 {
-		names := map[int]string{}
+		names := map[int64]string{}
 		for _, c := range r.Classes {
 			names[c.Class] = c.Name
 		}
-		label := func(id int) string {
+		label := func(id int64) string {
 			if n := names[id]; n != "" {
 				return fmt.Sprintf("%d %s", id, n)
 			}
-			return strconv.Itoa(id)
+			return strconv.FormatInt(id, 10)
 		}
 		b.WriteString("## Most frequent confusions\n\n| true class | predicted class | images |\n|---|---|---|\n")
 		for _, c := range r.TopConfusions {

@@ -102,7 +102,7 @@ func pairwiseSum(a []float64) float64 {
 
 // ClassScore is one label's row of the report.
 type ClassScore struct {
-	Class               int
+	Class               int64
 	Name, Genus, Family string
 	TrainCount          int    // -1 when unknown
 	Group               string // "tail", "medium", "head", or "" when the train count is unknown
@@ -130,8 +130,8 @@ func (c *ClassScore) prf() {
 }
 
 // scoreLabels counts per label over the sorted union of labels.
-func scoreLabels(yTrue, yPred []int) []ClassScore {
-	idx := map[int]int{}
+func scoreLabels(yTrue, yPred []int64) []ClassScore {
+	idx := map[int64]int{}
 	for _, l := range yTrue {
 		idx[l] = 0
 	}
@@ -170,7 +170,7 @@ func meanF1(cs []ClassScore, keep func(*ClassScore) bool) (float64, int) {
 
 // MacroF1 is sklearn.metrics.f1_score(yTrue, yPred, average="macro"); see the package documentation.
 // It panics if the slices differ in length.
-func MacroF1(yTrue, yPred []int) float64 {
+func MacroF1(yTrue, yPred []int64) float64 {
 	if len(yTrue) != len(yPred) {
 		panic(fmt.Sprintf("eval.MacroF1: %d true labels, %d predicted", len(yTrue), len(yPred)))
 	}
@@ -219,7 +219,7 @@ func (g GroupScore) Range() string {
 
 // Confusion is one (true, predicted) pair of classes and how many images it covers.
 type Confusion struct {
-	True, Pred int
+	True, Pred int64
 	Count      int
 }
 
@@ -333,12 +333,12 @@ func Evaluate(truth, pred *Labels, opt Options) (*Report, error) {
 }
 
 // align returns pred's class for each truth row, or an error listing Ids missing on either side.
-func align(truth, pred *Labels) ([]int, error) {
+func align(truth, pred *Labels) ([]int64, error) {
 	at := make(map[int64]int, len(pred.IDs))
 	for i, id := range pred.IDs {
 		at[id] = i
 	}
-	out := make([]int, len(truth.IDs))
+	out := make([]int64, len(truth.IDs))
 	var missing []string
 	inTruth := make(map[int64]bool, len(truth.IDs))
 	for i, id := range truth.IDs {
@@ -487,11 +487,11 @@ func groupScores(cs []ClassScore, groups []GroupScore) []GroupScore {
 	return out
 }
 
-func topConfusions(yTrue, yPred []int, n int) []Confusion {
-	count := map[[2]int]int{}
+func topConfusions(yTrue, yPred []int64, n int) []Confusion {
+	count := map[[2]int64]int{}
 	for i, t := range yTrue {
 		if yPred[i] != t {
-			count[[2]int{t, yPred[i]}]++
+			count[[2]int64{t, yPred[i]}]++
 		}
 	}
 	out := make([]Confusion, 0, len(count))
@@ -505,7 +505,7 @@ func topConfusions(yTrue, yPred []int, n int) []Confusion {
 }
 
 // taxonomy returns nil when no class has a genus or family.
-func taxonomy(yTrue, yPred []int, classes Classes, topN int) *TaxonomyScore {
+func taxonomy(yTrue, yPred []int64, classes Classes, topN int) *TaxonomyScore {
 	hasTax := false
 	for _, c := range classes {
 		if c.Genus != "" || c.Family != "" {

@@ -15,11 +15,10 @@ import (
 	"protoherb/proto"
 )
 
-
 // Result holds the predictions in the order of the test embeddings.
 type Result struct {
-	IDs    []int64        // test image ids
-	Pred   []int          // predicted class id of each image
+	IDs    []int64         // test image ids
+	Pred   []int64         // predicted class id of each image
 	Ranked [][]eval.Ranked // the top-k classes with distances
 	// Failed are the images that could not be read; they get Fallback, the class with the most
 	// training images.
@@ -49,7 +48,7 @@ func Run(ctx context.Context, x *proto.Index, e *proto.Embeddings, k int) (*Resu
 	if err != nil {
 		return nil, err
 	}
-	r := &Result{IDs: e.IDs, Pred: make([]int, e.Len()), Ranked: make([][]eval.Ranked, e.Len()),
+	r := &Result{IDs: e.IDs, Pred: make([]int64, e.Len()), Ranked: make([][]eval.Ranked, e.Len()),
 		Failed: e.Failed, Fallback: MostFrequent(p), SearchTime: time.Since(t0)}
 	failed := make(map[int64]bool, len(e.Failed))
 	for _, id := range e.Failed {
@@ -57,14 +56,14 @@ func Run(ctx context.Context, x *proto.Index, e *proto.Embeddings, k int) (*Resu
 	}
 	for i, id := range e.IDs {
 		if failed[id] {
-			r.Pred[i] = int(r.Fallback)
-			r.Ranked[i] = []eval.Ranked{{Class: int(r.Fallback), Distance: 0}}
+			r.Pred[i] = r.Fallback
+			r.Ranked[i] = []eval.Ranked{{Class: r.Fallback, Distance: 0}}
 			continue
 		}
-		r.Pred[i] = int(ids[i*k])
+		r.Pred[i] = ids[i*k]
 		for j := range k {
 			if ids[i*k+j] >= 0 {
-				r.Ranked[i] = append(r.Ranked[i], eval.Ranked{Class: int(ids[i*k+j]), Distance: dist[i*k+j]})
+				r.Ranked[i] = append(r.Ranked[i], eval.Ranked{Class: ids[i*k+j], Distance: dist[i*k+j]})
 			}
 		}
 	}
