@@ -206,18 +206,23 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		tf.Channels = 3
 	}
 	e := NewModelEmbedder(m, tf)
-	e.Chunk = spec.Chunk
-	if e.Chunk < 0 {
-		// Conv-4's cost per image does not fall with the batch on CPU and its activations spill
-		// out of cache in big calls; deeper backbones (weights reused across the batch) and GPUs
-		// gain from the whole batch: ResNet-18 at 112 px serves 5.0× the single-client rate at
-		// 32 clients whole, 3.2× in chunks of 4 (docs/benchmarks.md).
-		e.Chunk = 0
-		if spec.Device == torch.CPU && spec.Backbone == "conv4" {
-			e.Chunk = 4
-		}
-	}
+	e.Chunk = spec.chunk()
 	return e, nil
+}
+
+// chunk is the most images per forward call: spec.Chunk, or when negative Conv-4's cost per image
+// does not fall with the batch on CPU and its activations spill out of cache in big calls (4);
+// deeper backbones (weights reused across the batch) and GPUs gain from the whole batch (0):
+// ResNet-18 at 112 px serves 5.0× the single-client rate at 32 clients whole, 3.2× in chunks of 4
+// (docs/benchmarks.md).
+func (s ModelSpec) chunk() int {
+	if s.Chunk >= 0 {
+		return s.Chunk
+	}
+	if s.Device == torch.CPU && s.Backbone == "conv4" {
+		return 4
+	}
+	return 0
 }
 
 // isTorchScript reports whether path names a TorchScript module file (torch.jit.save: .pt, .pth

@@ -139,18 +139,7 @@ func (s *Store) Build(b Build) (*Prototypes, error) {
 	// Class means, centred on the global mean when asked.
 	mean := make([]float64, d)
 	if b.Center {
-		var n int64
-		for _, r := range rows {
-			for j, v := range s.sums[r*d : (r+1)*d] {
-				mean[j] += v
-			}
-			n += s.counts[r]
-		}
-		p.Mean = make([]float32, d)
-		for j := range mean {
-			mean[j] /= float64(n)
-			p.Mean[j] = float32(mean[j])
-		}
+		mean, p.Mean = s.globalMean(rows)
 	}
 	lambda, muF := b.ShrinkGenus, b.ShrinkFamily
 	if lambda < 0 || muF < 0 {
@@ -206,6 +195,26 @@ func (s *Store) Build(b Build) (*Prototypes, error) {
 		}
 	}
 	return p, nil
+}
+
+// globalMean is the mean embedding over all images of the rows (float64, and as float32 for the
+// query transform).
+func (s *Store) globalMean(rows []int) ([]float64, []float32) {
+	d := s.dim
+	mean := make([]float64, d)
+	var n int64
+	for _, r := range rows {
+		for j, v := range s.sums[r*d : (r+1)*d] {
+			mean[j] += v
+		}
+		n += s.counts[r]
+	}
+	m32 := make([]float32, d)
+	for j := range mean {
+		mean[j] /= float64(n)
+		m32[j] = float32(mean[j])
+	}
+	return mean, m32
 }
 
 func genusKey(c Class) string {

@@ -173,7 +173,12 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 		}
 		return sum
 	}
-	// Grid over log T from base/1000 to base·1000, then golden-section refinement.
+	return minimiseLogT(nll, base), true
+}
+
+// minimiseLogT minimises f over T on a grid of log T from base/1000 to base·1000, then refines the
+// best cell by golden-section search.
+func minimiseLogT(nll func(t float64) float64, base float64) float64 {
 	bestI, bestV := 0, math.Inf(1)
 	const steps = 61
 	at := func(i float64) float64 { return base * math.Pow(10, -3+6*i/(steps-1)) }
@@ -192,5 +197,5 @@ func (s *Server) fitTemperature(x *Index) (float64, bool) {
 			a = c
 		}
 	}
-	return math.Exp((a + b) / 2), true
+	return math.Exp((a + b) / 2)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -53,26 +54,8 @@ func newPredictCmd() *cobra.Command {
 			if p == nil {
 				return fmt.Errorf("%s: no class has an image", protos)
 			}
-			if embs != "" {
-				for _, path := range strings.Split(embs, ",") {
-					dim, model, _, err := proto.EmbeddingsHeader(strings.TrimSpace(path))
-					if err != nil {
-						return err
-					}
-					if err := checkModel(protos, p.Dim, p.Model, dim, model, otherModel); err != nil {
-						return err
-					}
-				}
-			}
-			var e *proto.Embeddings
-			if embs != "" {
-				e, err = loadEmbeddings(embs)
-			} else {
-				e, err = embedDataset(cmd.Context(), &m, "", quiet)
-				if err == nil {
-					err = checkModel(protos, p.Dim, p.Model, e.Dim, e.Model, otherModel)
-				}
-			}
+			check := func(dim int, model string) error { return checkModel(protos, p.Dim, p.Model, dim, model, otherModel) }
+			e, err := testEmbeddings(cmd.Context(), &m, embs, quiet, check)
 			if err != nil {
 				return err
 			}
@@ -82,22 +65,8 @@ func newPredictCmd() *cobra.Command {
 				return err
 			}
 			tSearch := r.SearchTime
-			if err := r.WriteSubmission(out); err != nil {
+			if err := writePredictions(r, out, topkOut, failedOut); err != nil {
 				return err
-			}
-			if topkOut != "" {
-				if err := r.WriteTopK(topkOut); err != nil {
-					return err
-				}
-			}
-			if len(r.Failed) > 0 {
-				if failedOut == "" {
-					failedOut = out + ".failed.csv"
-				}
-				if err := r.WriteFailed(failedOut); err != nil {
-					return err
-				}
-				slog.Warn("test images that could not be read were given the most frequent class", "images", len(r.Failed), "class", r.Fallback, "list", failedOut)
 			}
 			nq := float64(e.Len())
 			fmt.Fprintf(cmd.OutOrStdout(), "%d test images, %d prototypes (%d classes without images excluded), %d-d, build %s, metric %s: %s\n",
@@ -125,6 +94,52 @@ func newPredictCmd() *cobra.Command {
 	_ = cmd.MarkFlagRequired("prototypes")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// testEmbeddings reads the test embeddings files (their headers checked first), or embeds the
+// --data test split with the model; check refuses another model's embeddings.
+func testEmbeddings(ctx context.Context, m *modelFlags, embs string, quiet bool, check func(dim int, model string) error) (*proto.Embeddings, error) {
+	if embs == "" {
+		e, err := embedDataset(ctx, m, "", quiet)
+		if err != nil {
+			return nil, err
+		}
+		return e, check(e.Dim, e.Model)
+	}
+	for _, path := range strings.Split(embs, ",") {
+		dim, model, _, err := proto.EmbeddingsHeader(strings.TrimSpace(path))
+		if err != nil {
+			return nil, err
+		}
+		if err := check(dim, model); err != nil {
+			return nil, err
+		}
+	}
+	return loadEmbeddings(embs)
+}
+
+// writePredictions writes the submission, the top-k file when asked, and the list of unreadable
+// images when there are some (default OUT.failed.csv).
+func writePredictions(r *predict.Result, out, topkOut, failedOut string) error {
+	if err := r.WriteSubmission(out); err != nil {
+		return err
+	}
+	if topkOut != "" {
+		if err := r.WriteTopK(topkOut); err != nil {
+			return err
+		}
+	}
+	if len(r.Failed) == 0 {
+		return nil
+	}
+	if failedOut == "" {
+		failedOut = out + ".failed.csv"
+	}
+	if err := r.WriteFailed(failedOut); err != nil {
+		return err
+	}
+	slog.Warn("test images that could not be read were given the most frequent class", "images", len(r.Failed), "class", r.Fallback, "list", failedOut)
+	return nil
 }
 
 // checkModel refuses test embeddings from another model than the prototypes'.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"protoherb/demo/service"
 	"protoherb/infer"
@@ -14,21 +15,7 @@ import (
 	"protoherb/torch"
 )
 
-func newServeCmd() *cobra.Command {
-	var (
-		f                        serve.Files
-		b                        buildFlags
-		spec                     infer.ModelSpec
-		cfg                      serve.Config
-		addr, device, demo       string
-		threads, maxUploadMB     int
-		decodeMB, uploadsMB      int
-		readTimeout, writeTimout time.Duration
-	)
-	cmd := &cobra.Command{
-		Use:   "serve",
-		Short: "Identification service: JSON API under /v1, web page at /, live enrolment of species",
-		Long: `Serves a trained model and its prototypes over HTTP.
+const serveLong = `Serves a trained model and its prototypes over HTTP.
 
   POST /v1/identify?k=5   image (multipart field "image" or raw JPEG/PNG) → top-k species with
                           calibrated probabilities and the nearest training specimens
@@ -36,7 +23,22 @@ func newServeCmd() *cobra.Command {
   GET  /healthz, /metrics, /v1/info;  GET / is the web page
 
 --demo DIR builds (once) a tiny random-weight model with generated specimens in DIR and serves it,
-to try the page without a trained model.`,
+to try the page without a trained model.`
+
+func newServeCmd() *cobra.Command {
+	var (
+		f                                         serve.Files
+		b                                         buildFlags
+		spec                                      infer.ModelSpec
+		cfg                                       serve.Config
+		addr, device, demo                        string
+		threads, maxUploadMB, decodeMB, uploadsMB int
+		readTimeout, writeTimout                  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Identification service: JSON API under /v1, web page at /, live enrolment of species",
+		Long:  serveLong,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dev, err := torch.ParseDevice(device)
 			if err != nil {
@@ -100,6 +102,12 @@ to try the page without a trained model.`,
 	fl.DurationVar(&writeTimout, "write-timeout", 60*time.Second, "time to write a response")
 	fl.StringVar(&device, "device", "cpu", "cpu, cuda or cuda:N")
 	fl.IntVar(&threads, "threads", 0, "libtorch intra-op threads (0: number of cores)")
+	registerSpecFlags(fl, &spec)
+	return cmd
+}
+
+// registerSpecFlags adds the flags that describe a model its file does not describe, and how to run it.
+func registerSpecFlags(fl *pflag.FlagSet, spec *infer.ModelSpec) {
 	fl.StringVar(&spec.Backbone, "backbone", "", "backbone when the model file does not say (conv4, resnet12, resnet18, resnet50, torchscript:PATH)")
 	fl.IntVar(&spec.ImageSize, "image-size", 0, "model input size when the model file does not say")
 	fl.IntVar(&spec.Channels, "channels", 0, "input channels when the model file does not say")
@@ -107,5 +115,4 @@ to try the page without a trained model.`,
 	fl.IntVar(&spec.Resize, "resize", 0, "shorter side before the centre crop (0 = image size)")
 	fl.BoolVar(&spec.ChannelsLast, "channels-last", true, "run convolutions on NHWC memory (same results, faster on CPU)")
 	fl.IntVar(&spec.Chunk, "forward-chunk", -1, "most images per forward call within a batch (-1 = auto: 4 for Conv-4 on CPU, else the whole batch; 0 = whole batch)")
-	return cmd
 }

@@ -97,18 +97,7 @@ func Image(c, j, w, h int, seed uint64) []byte {
 
 // Make writes a demo service into dir.
 func Make(ctx context.Context, dir string, o Options) (*Demo, error) {
-	if o.Species <= 0 {
-		o.Species = 8
-	}
-	if o.PerClass <= 0 {
-		o.PerClass = 3
-	}
-	if o.ImageSize <= 0 {
-		o.ImageSize = 32
-	}
-	if o.ImageW <= 0 || o.ImageH <= 0 {
-		o.ImageW, o.ImageH = 160, 240
-	}
+	o.defaults()
 	d := &Demo{ImagesRoot: filepath.Join(dir, "images"), Prototypes: filepath.Join(dir, "prototypes.safetensors"),
 		Index: filepath.Join(dir, "train-embeddings.safetensors")}
 	if err := os.MkdirAll(d.ImagesRoot, 0o755); err != nil {
@@ -118,22 +107,8 @@ func Make(ctx context.Context, dir string, o Options) (*Demo, error) {
 	if err := os.Remove(d.Prototypes); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	if err := torch.ManualSeed(o.Seed); err != nil {
-		return nil, err
-	}
-	backbone := o.Backbone
-	if backbone == "" {
-		backbone = "conv4"
-	}
-	cfg := nn.Config{Backbone: backbone, InChannels: 3, ImageSize: o.ImageSize}
-	m, err := nn.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	runCfg, _ := json.Marshal(map[string]any{"backbone": backbone, "image_size": o.ImageSize, "in_channels": 3})
-	d.Model, err = checkpoint.Save(filepath.Join(dir, "run"), &checkpoint.Checkpoint{Weights: m.State(), Config: runCfg}, 1)
-	m.Close()
-	if err != nil {
+	var err error
+	if d.Model, err = randomModel(dir, o); err != nil {
 		return nil, err
 	}
 	emb, err := infer.LoadModel(d.Model, infer.ModelSpec{Device: torch.CPU})
@@ -191,6 +166,39 @@ func Make(ctx context.Context, dir string, o Options) (*Demo, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+func (o *Options) defaults() {
+	if o.Species <= 0 {
+		o.Species = 8
+	}
+	if o.PerClass <= 0 {
+		o.PerClass = 3
+	}
+	if o.ImageSize <= 0 {
+		o.ImageSize = 32
+	}
+	if o.ImageW <= 0 || o.ImageH <= 0 {
+		o.ImageW, o.ImageH = 160, 240
+	}
+}
+
+// randomModel saves a model of random weights (seeded) as a checkpoint under dir/run.
+func randomModel(dir string, o Options) (string, error) {
+	if err := torch.ManualSeed(o.Seed); err != nil {
+		return "", err
+	}
+	backbone := o.Backbone
+	if backbone == "" {
+		backbone = "conv4"
+	}
+	m, err := nn.New(nn.Config{Backbone: backbone, InChannels: 3, ImageSize: o.ImageSize})
+	if err != nil {
+		return "", err
+	}
+	defer m.Close()
+	runCfg, _ := json.Marshal(map[string]any{"backbone": backbone, "image_size": o.ImageSize, "in_channels": 3})
+	return checkpoint.Save(filepath.Join(dir, "run"), &checkpoint.Checkpoint{Weights: m.State(), Config: runCfg}, 1)
 }
 
 // Ensure returns the demo in dir, building it (24 species, 4 specimens each, 84-pixel
