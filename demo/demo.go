@@ -115,93 +115,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	fmt.Fprintf(cfg.Log, "%d species, %d train and %d test images in %s\n", len(gen.Categories), gen.TrainImages, gen.TestImages, gen.Root)
 
-	// Fresh runs each time: a demo is a demonstration, not a run to resume.
-	for _, d := range []string{res.PretrainRun, res.TrainRun} {
-		if err := os.RemoveAll(d); err != nil {
-			return nil, fmt.Errorf("demo: %w", err)
-		}
-	}
-	common := func(c *train.Config) {
-		c.Data, c.ImageSize, c.Channels, c.Threads, c.Seed = gen.Root, cfg.ImageSize, 3, cfg.Threads, cfg.Seed
-		c.Backbone, c.ChannelsLast, c.Augment = "conv4", true, true
-		c.TestWay, c.TestShot, c.TestQuery, c.EvalEpisodes = 5, 1, 3, 50
-		c.KeepLast = 1
+	if err := trainRuns(ctx, cfg, res, gen.Root, bar, stage); err != nil {
+		return nil, err
 	}
 
-	stage(2, "pretrain: softmax classifier on the most populated species")
-	pc := train.Defaults(train.ModePretrain)
-	common(&pc)
-	pc.RunDir, pc.TopClasses, pc.Steps, pc.BatchSize = res.PretrainRun, cfg.TopClasses, cfg.PretrainSteps, 64
-	pc.LR, pc.Warmup, pc.EvalEvery, pc.SaveEvery = 0.05, cfg.PretrainSteps/20, cfg.PretrainSteps/2, cfg.PretrainSteps
-	pr, err := train.Run(ctx, pc, train.Options{Bar: bar})
-	if err != nil {
-		return nil, fmt.Errorf("demo pretrain: %w", err)
-	}
-	if pr.Interrupted {
-		return nil, context.Canceled
-	}
-	fmt.Fprintf(cfg.Log, "pretrained %d steps, %.0f images/s, validation accuracy %.3f\n", pr.Step, pr.ImagesPerS, pr.BestAcc)
-
-	stage(3, "train: episodic prototypical-network training over the long tail")
-	tc := train.Defaults(train.ModeEpisodic)
-	common(&tc)
-	tc.RunDir, tc.Init, tc.Steps = res.TrainRun, res.PretrainRun, cfg.TrainSteps
-	tc.Way, tc.Shot, tc.Query = cfg.Way, cfg.Shot, cfg.Query
-	tc.LR, tc.Schedule, tc.MinLR = 5e-4, "cosine", 0
-	tc.EvalEvery, tc.SaveEvery, tc.ValFrac = cfg.TrainSteps/3, cfg.TrainSteps, 0.15
-	tr, err := train.Run(ctx, tc, train.Options{Bar: bar})
-	if err != nil {
-		return nil, fmt.Errorf("demo train: %w", err)
-	}
-	if tr.Interrupted {
-		return nil, context.Canceled
-	}
-	fmt.Fprintf(cfg.Log, "trained %d episodes, %.0f images/s, best 5-way 1-shot validation accuracy %.3f\n", tr.Step, tr.ImagesPerS, tr.BestAcc)
-
-	trainDS, err := dataset.Open(gen.Root, dataset.Options{Split: "train"})
+	trainDS, testDS, truth, opt, err := scoring(gen)
 	if err != nil {
 		return nil, err
 	}
-	testDS, err := dataset.Open(gen.Root, dataset.Options{Split: "test"})
-	if err != nil {
-		return nil, err
-	}
-	classes, err := eval.ClassesFromDataset(trainDS)
-	if err != nil {
-		return nil, err
-	}
-	truth, err := eval.ReadLabelsFile(gen.Solution)
-	if err != nil {
-		return nil, err
-	}
-	// The demo's species have 1 to ~50 training images, so its groups are scaled down from the
-	// Herbarium defaults: tail 1–3 images (the real long tail), medium 4–15, head above.
-	opt := eval.Options{Classes: classes, ClassesName: gen.TrainMetadata, TailMax: DemoTailMax, MediumMax: DemoMediumMax}
 	score := func(name, note string, r *predict.Result) error {
-		dir := filepath.Join(cfg.Out, name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		if err := r.WriteSubmission(filepath.Join(dir, "submission.csv")); err != nil {
-			return err
-		}
-		if err := r.WriteTopK(filepath.Join(dir, "topk.csv")); err != nil {
-			return err
-		}
-		pred := &eval.Labels{Name: filepath.Join(dir, "submission.csv"), IDs: r.IDs, Class: r.Pred}
-		o := opt
-		if o.TopK, err = eval.ReadTopKFile(filepath.Join(dir, "topk.csv")); err != nil {
-			return err
-		}
-		rep, err := eval.Evaluate(truth, pred, o)
+		m, err := scoreMethod(filepath.Join(cfg.Out, name), truth, r, opt)
 		if err != nil {
 			return err
 		}
-		if err := rep.WriteDir(filepath.Join(dir, "report")); err != nil {
-			return err
-		}
-		res.Methods = append(res.Methods, Method{Name: name, Note: note, Report: rep, Dir: dir})
-		fmt.Fprintf(cfg.Log, "%-22s macro-F1 %.3f  accuracy %.3f  top-5 %.3f\n", name, rep.MacroF1, rep.Accuracy, rep.TopKAccuracy)
+		m.Name, m.Note = name, note
+		res.Methods = append(res.Methods, m)
+		fmt.Fprintf(cfg.Log, "%-22s macro-F1 %.3f  accuracy %.3f  top-5 %.3f\n", name, m.Report.MacroF1, m.Report.Accuracy, m.Report.TopKAccuracy)
 		return nil
 	}
 
@@ -210,18 +139,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 
-	robust := proto.Build{Center: true, Normalize: true, ShrinkGenus: 1, ShrinkFamily: 0.5}
-	models := []struct {
-		run, name, note string
-		normalize       bool
-		build           proto.Build
-	}{
-		{res.PretrainRun, "pretrained", "nearest class mean on the pretrained backbone (no episodic training)", false, proto.Build{}},
-		{res.TrainRun, "trained", "nearest class mean after episodic training (plain prototypes)", false, proto.Build{}},
-		{res.TrainRun, "trained-robust", "after episodic training, robust prototypes: normalised embeddings, centred, shrunk toward genus (λ=1) and family (μ=0.5), normalised", true, robust},
-	}
 	stage(5, "prototypes and predictions: embed every image once, exact top-k over all species")
-	for _, m := range models {
+	for _, m := range prototypeMethods(res) {
 		// Each method's prototype file records its build; predict (and serve) apply it.
 		protos := filepath.Join(cfg.Out, m.name, "prototypes.safetensors")
 		if m.name == "trained-robust" {
@@ -244,6 +163,119 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// prototypeMethod is one way of making prototypes that the demo scores.
+type prototypeMethod struct {
+	run, name, note string
+	normalize       bool
+	build           proto.Build
+}
+
+// prototypeMethods are the pretrained and trained models' plain prototypes, and the trained
+// model's robust ones.
+func prototypeMethods(res *Result) []prototypeMethod {
+	robust := proto.Build{Center: true, Normalize: true, ShrinkGenus: 1, ShrinkFamily: 0.5}
+	return []prototypeMethod{
+		{res.PretrainRun, "pretrained", "nearest class mean on the pretrained backbone (no episodic training)", false, proto.Build{}},
+		{res.TrainRun, "trained", "nearest class mean after episodic training (plain prototypes)", false, proto.Build{}},
+		{res.TrainRun, "trained-robust", "after episodic training, robust prototypes: normalised embeddings, centred, shrunk toward genus (λ=1) and family (μ=0.5), normalised", true, robust},
+	}
+}
+
+// scoring opens the generated herbarium's splits and its solution, with the evaluation options of
+// the demo: its species have 1 to ~50 training images, so its groups are scaled down from the
+// Herbarium defaults (tail 1–3 images, the real long tail; medium 4–15; head above).
+func scoring(gen *synth.Result) (trainDS, testDS *dataset.Dataset, truth *eval.Labels, opt eval.Options, err error) {
+	if trainDS, err = dataset.Open(gen.Root, dataset.Options{Split: "train"}); err != nil {
+		return
+	}
+	if testDS, err = dataset.Open(gen.Root, dataset.Options{Split: "test"}); err != nil {
+		return
+	}
+	classes, err := eval.ClassesFromDataset(trainDS)
+	if err != nil {
+		return
+	}
+	if truth, err = eval.ReadLabelsFile(gen.Solution); err != nil {
+		return
+	}
+	opt = eval.Options{Classes: classes, ClassesName: gen.TrainMetadata, TailMax: DemoTailMax, MediumMax: DemoMediumMax}
+	return
+}
+
+// trainRuns pretrains a classifier on the most populated species, then trains episodically from it
+// (fresh runs each time), on the generated herbarium at data.
+func trainRuns(ctx context.Context, cfg Config, res *Result, data string, bar progress.Options, stage func(int, string)) error {
+	// Fresh runs each time: a demo is a demonstration, not a run to resume.
+	for _, d := range []string{res.PretrainRun, res.TrainRun} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	common := func(c *train.Config) {
+		c.Data, c.ImageSize, c.Channels, c.Threads, c.Seed = data, cfg.ImageSize, 3, cfg.Threads, cfg.Seed
+		c.Backbone, c.ChannelsLast, c.Augment = "conv4", true, true
+		c.TestWay, c.TestShot, c.TestQuery, c.EvalEpisodes = 5, 1, 3, 50
+		c.KeepLast = 1
+	}
+
+	stage(2, "pretrain: softmax classifier on the most populated species")
+	pc := train.Defaults(train.ModePretrain)
+	common(&pc)
+	pc.RunDir, pc.TopClasses, pc.Steps, pc.BatchSize = res.PretrainRun, cfg.TopClasses, cfg.PretrainSteps, 64
+	pc.LR, pc.Warmup, pc.EvalEvery, pc.SaveEvery = 0.05, cfg.PretrainSteps/20, cfg.PretrainSteps/2, cfg.PretrainSteps
+	pr, err := train.Run(ctx, pc, train.Options{Bar: bar})
+	if err != nil {
+		return fmt.Errorf("demo pretrain: %w", err)
+	}
+	if pr.Interrupted {
+		return context.Canceled
+	}
+	fmt.Fprintf(cfg.Log, "pretrained %d steps, %.0f images/s, validation accuracy %.3f\n", pr.Step, pr.ImagesPerS, pr.BestAcc)
+
+	stage(3, "train: episodic prototypical-network training over the long tail")
+	tc := train.Defaults(train.ModeEpisodic)
+	common(&tc)
+	tc.RunDir, tc.Init, tc.Steps = res.TrainRun, res.PretrainRun, cfg.TrainSteps
+	tc.Way, tc.Shot, tc.Query = cfg.Way, cfg.Shot, cfg.Query
+	tc.LR, tc.Schedule, tc.MinLR = 5e-4, "cosine", 0
+	tc.EvalEvery, tc.SaveEvery, tc.ValFrac = cfg.TrainSteps/3, cfg.TrainSteps, 0.15
+	tr, err := train.Run(ctx, tc, train.Options{Bar: bar})
+	if err != nil {
+		return fmt.Errorf("demo train: %w", err)
+	}
+	if tr.Interrupted {
+		return context.Canceled
+	}
+	fmt.Fprintf(cfg.Log, "trained %d episodes, %.0f images/s, best 5-way 1-shot validation accuracy %.3f\n", tr.Step, tr.ImagesPerS, tr.BestAcc)
+	return nil
+}
+
+// scoreMethod writes a method's submission and top-k into dir and evaluates them against truth.
+func scoreMethod(dir string, truth *eval.Labels, r *predict.Result, opt eval.Options) (Method, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Method{}, err
+	}
+	if err := r.WriteSubmission(filepath.Join(dir, "submission.csv")); err != nil {
+		return Method{}, err
+	}
+	if err := r.WriteTopK(filepath.Join(dir, "topk.csv")); err != nil {
+		return Method{}, err
+	}
+	pred := &eval.Labels{Name: filepath.Join(dir, "submission.csv"), IDs: r.IDs, Class: r.Pred}
+	var err error
+	if opt.TopK, err = eval.ReadTopKFile(filepath.Join(dir, "topk.csv")); err != nil {
+		return Method{}, err
+	}
+	rep, err := eval.Evaluate(truth, pred, opt)
+	if err != nil {
+		return Method{}, err
+	}
+	if err := rep.WriteDir(filepath.Join(dir, "report")); err != nil {
+		return Method{}, err
+	}
+	return Method{Report: rep, Dir: dir}, nil
 }
 
 // prototypesAndPredict embeds the training set with the model of a run, writes the per-species sums
