@@ -1,9 +1,13 @@
 package imageio
 
 import (
+	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -47,49 +51,62 @@ func grayOf(m *image.RGBA) *image.Gray {
 // whole image at the same DCT scale, for centre and random crops, colour and gray, several sizes.
 func TestRegionDecodeMatchesFullDecode(t *testing.T) {
 	sizes := [][2]int{{1024, 1536}, {1536, 1024}, {333, 517}, {97, 61}, {224, 224}}
-	tfs := []Transform{
-		{Size: 224, Resize: 256},
-		{Size: 84},
-		{Size: 56, RandomCrop: true},
-		{Size: 32, RandomCrop: true, Scale: [2]float64{0.01, 0.05}},
-	}
+	files := map[string][]byte{}
 	for i, sz := range sizes {
 		src := SpecimenImage(sz[0], sz[1], uint64(i))
-		for _, gray := range []bool{false, true} {
-			var b []byte
-			if gray {
-				b = encJPEG(t, grayOf(src), 90)
-			} else {
-				b = encJPEG(t, src, 90)
-			}
-			p, err := NewProcessor()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for j := range tfs {
-				tf := tfs[j]
-				for seed := uint64(0); seed < 3; seed++ {
-					got, _, err := p.Crop(b, &tf, rand.New(rand.NewPCG(seed, 0)), 0)
-					if err != nil {
-						t.Fatalf("%v gray=%v %+v: %v", sz, gray, tf, err)
-					}
-					want := fullCrop(t, b, &tf, seed)
-					if len(got) != len(want) {
-						t.Fatalf("%v gray=%v: crop has %d bytes, want %d", sz, gray, len(got), len(want))
-					}
-					diff := 0
-					for k := range got {
-						if !near(got[k], want[k], 0) {
-							diff++
-						}
-					}
-					if diff > 0 {
-						t.Errorf("%v gray=%v size %d random=%v seed %d: %d of %d values differ from the full decode",
-							sz, gray, tf.Size, tf.RandomCrop, seed, diff, len(got))
-					}
+		files[fmt.Sprintf("%dx%d colour", sz[0], sz[1])] = encJPEG(t, src, 90)
+		files[fmt.Sprintf("%dx%d gray", sz[0], sz[1])] = encJPEG(t, grayOf(src), 90)
+	}
+	// Made by PIL: progressive scans and other chroma subsamplings than Go's encoder writes.
+	paths, _ := filepath.Glob(filepath.Join("testdata", "*.jpg"))
+	if len(paths) < 4 {
+		t.Fatalf("testdata: %d JPEGs, want 4", len(paths))
+	}
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[path] = b
+	}
+	p, err := NewProcessor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for name, b := range files {
+		// The centre crop of the resize-256 transform leaves out part of the long side: the region
+		// path must have decoded fewer pixels than the whole scaled image (no silent fallback).
+		_, w, h, err := p.dec.Config(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tt, _ := Transform{Size: 224, Resize: 256}.withDefaults()
+		pl := tt.makePlan(w, h, nil)
+		m, _, err := p.decodeFor(b, w, h, &pl, tt.Size, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		mw, mh := pl.minDecodeSize(w, h, tt.Size)
+		s := pickScale(w, h, mw, mh)
+		if m.W*m.H >= s.apply(w)*s.apply(h) {
+			t.Errorf("%s: decoded %dx%d, the whole scaled image is %dx%d: the region path was not taken", name, m.W, m.H, s.apply(w), s.apply(h))
+		}
+		for _, tf := range []Transform{
+			{Size: 224, Resize: 256},
+			{Size: 84},
+			{Size: 56, RandomCrop: true},
+			{Size: 32, RandomCrop: true, Scale: [2]float64{0.01, 0.05}},
+		} {
+			for seed := uint64(0); seed < 3; seed++ {
+				got, _, err := p.Crop(b, &tf, rand.New(rand.NewPCG(seed, 0)), 0)
+				if err != nil {
+					t.Fatalf("%s %+v: %v", name, tf, err)
+				}
+				if want := fullCrop(t, b, &tf, seed); !bytes.Equal(got, want) {
+					t.Errorf("%s, size %d, random crop %v, seed %d: the crop differs from the full decode's", name, tf.Size, tf.RandomCrop, seed)
 				}
 			}
-			p.Close()
 		}
 	}
 }
