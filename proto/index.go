@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -559,12 +560,5 @@ func readGeneration(path string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return strconv.ParseUint(cmpOr(h.Meta["generation"], "0"), 10, 64)
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
+	return strconv.ParseUint(cmp.Or(h.Meta["generation"], "0"), 10, 64)
 }

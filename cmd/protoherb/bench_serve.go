@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -17,21 +18,7 @@ import (
 	"protoherb/torch"
 )
 
-func newBenchServeCmd() *cobra.Command {
-	var (
-		o        serve.BenchOptions
-		images   string
-		demoDir  string
-		threads  int
-		imgSize  int
-		demoSpec int
-		scale    int
-		backbone string
-	)
-	cmd := &cobra.Command{
-		Use:   "serve",
-		Short: "Load test of protoherb serve on 127.0.0.1: requests/s, p50/p95/p99 latency, errors, lost enrolments",
-		Long: `Starts the server on 127.0.0.1 and drives POST /v1/identify with C concurrent clients for
+const benchServeLong = `Starts the server on 127.0.0.1 and drives POST /v1/identify with C concurrent clients for
 --duration at each --clients level, while --enrol-clients enrol specimens; then checks that no
 acknowledged enrolment is missing (live and after reloading the prototype file). --mix adds abusive
 clients next to that load (bombs, stalled) and reports each run's peak RSS.
@@ -39,7 +26,18 @@ clients next to that load (bombs, stalled) and reports each run's peak RSS.
 Without --model it serves a generated demo (--backbone, random weights, --image-size input, generated
 specimen sheets of 320×480). With --enrol-species N it then serves a generated prototype file of N
 species (of the model's embedding size) and times single-image enrolments into it.
-The last line is "serve: X requests/s" at the highest client count.`,
+The last line is "serve: X requests/s" at the highest client count.`
+
+func newBenchServeCmd() *cobra.Command {
+	var (
+		o                                 serve.BenchOptions
+		images, demoDir, backbone         string
+		threads, imgSize, demoSpec, scale int
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Load test of protoherb serve on 127.0.0.1: requests/s, p50/p95/p99 latency, errors, lost enrolments",
+		Long:  benchServeLong,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			torch.SetNumThreads(threads)
 			o.Spec.Device = torch.CPU
@@ -54,26 +52,16 @@ The last line is "serve: X requests/s" at the highest client count.`,
 					defer os.RemoveAll(tmp)
 					dir = tmp
 				}
-				d, err := service.Make(cmd.Context(), dir, service.Options{Species: demoSpec, PerClass: 4,
+				glob, err := benchDemo(cmd.Context(), dir, &o, service.Options{Species: demoSpec, PerClass: 4,
 					ImageSize: imgSize, Backbone: backbone, ImageW: 320, ImageH: 480, Seed: 1})
 				if err != nil {
 					return err
 				}
-				o.Files = serve.Files{Model: d.Model, Prototypes: d.Prototypes, Index: d.Index, ImagesRoot: d.ImagesRoot}
-				if images == "" {
-					images = filepath.Join(d.ImagesRoot, "*", "*.jpg")
-				}
+				images = cmp.Or(images, glob)
 			}
-			paths, err := filepath.Glob(images)
-			if err != nil || len(paths) == 0 {
-				return fmt.Errorf("bench serve: --images %q matches no files", images)
-			}
-			for _, p := range paths[:min(len(paths), 256)] {
-				b, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				o.Images = append(o.Images, b)
+			var err error
+			if o.Images, err = readImages(images, 256); err != nil {
+				return err
 			}
 			o.Out = out
 			fmt.Fprintf(out, "mixes=%v clients=%v duration=%s enrol-clients=%d max-batch=%d batch-window=%s forward-chunk=%d channels-last=%v torch-threads=%d images=%d\n",
@@ -90,13 +78,7 @@ The last line is "serve: X requests/s" at the highest client count.`,
 					return err
 				}
 			}
-			// The headline is the first mix's (normal by default); the others are printed above.
-			levels := rep.Levels[:len(o.Clients)]
-			last, first := levels[len(levels)-1], levels[0]
-			if len(levels) > 1 && first.RequestsPerSecond > 0 {
-				fmt.Fprintf(out, "scaling: %.2f× requests/s at %d clients vs %d\n", last.RequestsPerSecond/first.RequestsPerSecond, last.Clients, first.Clients)
-			}
-			fmt.Fprintf(out, "serve: %.1f requests/s\n", last.RequestsPerSecond)
+			printHeadline(out, rep.Levels[:len(o.Clients)])
 			return nil
 		},
 	}
@@ -122,6 +104,43 @@ The last line is "serve: X requests/s" at the highest client count.`,
 	fl.BoolVar(&o.Spec.ChannelsLast, "channels-last", true, "run convolutions on NHWC memory")
 	fl.IntVar(&o.Spec.Chunk, "forward-chunk", -1, "most images per forward call within a batch (-1 = auto: 4 for Conv-4 on CPU, else the whole batch; 0 = whole batch)")
 	return cmd
+}
+
+// printHeadline prints the scaling and, last, the requests/s at the highest client count of the
+// first mix (normal by default; the others are printed above).
+func printHeadline(out io.Writer, levels []serve.BenchLevel) {
+	last, first := levels[len(levels)-1], levels[0]
+	if len(levels) > 1 && first.RequestsPerSecond > 0 {
+		fmt.Fprintf(out, "scaling: %.2f× requests/s at %d clients vs %d\n", last.RequestsPerSecond/first.RequestsPerSecond, last.Clients, first.Clients)
+	}
+	fmt.Fprintf(out, "serve: %.1f requests/s\n", last.RequestsPerSecond)
+}
+
+// benchDemo builds the demo service in dir, points o at it and returns the glob of its specimens.
+func benchDemo(ctx context.Context, dir string, o *serve.BenchOptions, so service.Options) (string, error) {
+	d, err := service.Make(ctx, dir, so)
+	if err != nil {
+		return "", err
+	}
+	o.Files = serve.Files{Model: d.Model, Prototypes: d.Prototypes, Index: d.Index, ImagesRoot: d.ImagesRoot}
+	return filepath.Join(d.ImagesRoot, "*", "*.jpg"), nil
+}
+
+// readImages reads up to n files matching glob.
+func readImages(glob string, n int) ([][]byte, error) {
+	paths, err := filepath.Glob(glob)
+	if err != nil || len(paths) == 0 {
+		return nil, fmt.Errorf("bench serve: --images %q matches no files", glob)
+	}
+	var out [][]byte
+	for _, p := range paths[:min(len(paths), n)] {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // enrolAtScale serves a generated prototype file of n species and times single-image enrolments
