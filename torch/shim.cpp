@@ -1,6 +1,7 @@
 // Implementation of the C ABI in shim.h. Kept thin: argument conversion, a call into libtorch, and
 // exception-to-error translation. All model, loss and training logic lives in Go.
 #include "shim.h"
+#include "shim_util.h"
 
 #include <torch/torch.h>
 #include <torch/script.h>
@@ -14,19 +15,13 @@
 #include <string>
 #include <vector>
 
+using pt::dupmsg;
+using pt::opt;
+using pt::ref;
+using pt::T;
+using pt::wrap;
+
 namespace {
-
-char* dupmsg(const char* s) {
-  size_t n = std::strlen(s);
-  char* p = (char*)std::malloc(n + 1);
-  if (p) std::memcpy(p, s, n + 1);
-  return p;
-}
-
-inline at::Tensor& T(pt_tensor t) { return *static_cast<at::Tensor*>(t); }
-inline pt_tensor wrap(at::Tensor t) { return static_cast<pt_tensor>(new at::Tensor(std::move(t))); }
-inline at::Tensor opt(pt_tensor t) { return t ? T(t) : at::Tensor(); }
-inline at::IntArrayRef ref(const int64_t* p, int n) { return at::IntArrayRef(p, (size_t)n); }
 
 c10::Device device(int type, int idx) {
   if (type == 1) return c10::Device(c10::kCUDA, (c10::DeviceIndex)idx);
@@ -52,20 +47,6 @@ struct MallocTuning {
 MallocTuning malloc_tuning;
 
 }  // namespace
-
-#define BEGIN try {
-#define END                                                            \
-  }                                                                    \
-  catch (const c10::Error& e) {                                        \
-    return dupmsg(e.what_without_backtrace());                         \
-  }                                                                    \
-  catch (const std::exception& e) {                                    \
-    return dupmsg(e.what());                                           \
-  }                                                                    \
-  catch (...) {                                                        \
-    return dupmsg("unknown C++ exception");                            \
-  }                                                                    \
-  return nullptr;
 
 extern "C" {
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +16,7 @@ var version = "dev"
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the protoherb version and the linked libtorch",
+		Short: "Print the protoherb version, the linked libtorch and its distributed backends",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v := version
@@ -30,6 +31,7 @@ func newVersionCmd() *cobra.Command {
 			fmt.Fprintf(out, "protoherb %s\n", v)
 			fmt.Fprintf(out, "libtorch %s, cuda available: %v, threads: %d\n",
 				torch.Version(), torch.CUDAAvailable(), torch.NumThreads())
+			fmt.Fprintf(out, "distributed backends (c10d): %s\n", strings.Join(torch.DistBackends(), ", "))
 			return nil
 		},
 	}
