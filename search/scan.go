@@ -32,11 +32,11 @@ package search
 //
 // #define PH_BLOCK 32
 //
-// // ph_scan merges rows r0..r1-1 of a tile of scores with pr columns (query q0+r, prototype p0+j)
-// // into the running top-k lists. Blocks of PH_BLOCK scores are first tested as a whole against the
-// // current k-th best (a branch-free loop the compiler vectorises); only a block holding a candidate
-// // is walked one score at a time.
-// static void ph_scan(const float *tile, int pr, int r0, int r1, int q0, int p0, int k,
+// // ph_scan merges rows r0..r1-1 of a tile of products with pr columns (query q0+r, prototype
+// // p0+j) into the running top-k lists; the score of column j is tile[r][j] + bias[j]. Blocks of
+// // PH_BLOCK scores are first tested as a whole against the current k-th best (a branch-free loop
+// // the compiler vectorises); only a block holding a candidate is walked one score at a time.
+// static void ph_scan(const float *tile, const float *bias, int pr, int r0, int r1, int q0, int p0, int k,
 //                     float *dist, int32_t *idx, int32_t *cnt, const int64_t *ids) {
 //   for (int r = r0; r < r1; r++) {
 //     const float *row = tile + (size_t)r * pr;
@@ -48,10 +48,10 @@ package search
 //     int j = 0;
 //     for (; j + PH_BLOCK <= pr; j += PH_BLOCK) {
 //       int any = 0;
-//       for (int t = 0; t < PH_BLOCK; t++) any |= row[j + t] <= thr;
+//       for (int t = 0; t < PH_BLOCK; t++) any |= row[j + t] + bias[j + t] <= thr;
 //       if (!any) continue;
 //       for (int t = 0; t < PH_BLOCK; t++) {
-//         float x = row[j + t];
+//         float x = row[j + t] + bias[j + t];
 //         if (x <= thr) { // NaN never passes; ties are settled by id in ph_insert
 //           n = ph_insert(d, ix, n, k, x, (int32_t)(p0 + j + t), ids);
 //           if (n == k) thr = d[k - 1];
@@ -59,7 +59,7 @@ package search
 //       }
 //     }
 //     for (; j < pr; j++) {
-//       float x = row[j];
+//       float x = row[j] + bias[j];
 //       if (x <= thr) {
 //         n = ph_insert(d, ix, n, k, x, (int32_t)(p0 + j), ids);
 //         if (n == k) thr = d[k - 1];
@@ -72,9 +72,10 @@ import "C"
 
 import "unsafe"
 
-// scanRows merges rows r0..r1−1 of a tile with pr columns (query q0+r, prototype p0+j) into the
-// running top-k, in C (ph_scan): a loop the compiler vectorises tests whole blocks of scores against
-// the current k-th best, ~10× the rate of a Go loop over the same tile.
+// scanRows merges rows r0..r1−1 of a tile with pr columns (query q0+r, prototype p0+j; score =
+// product + bias of the prototype) into the running top-k, in C (ph_scan): a loop the compiler
+// vectorises tests whole blocks of scores against the current k-th best, ~10× the rate of a Go loop
+// over the same tile.
 func (s *searcher) scanRows(tile []float32, pr, q0, p0, r0, r1 int) {
 	if r1 <= r0 || pr == 0 {
 		return
@@ -83,6 +84,7 @@ func (s *searcher) scanRows(tile []float32, pr, q0, p0, r0, r1 int) {
 	if !s.f.sorted {
 		ids = (*C.int64_t)(unsafe.Pointer(&s.f.ids[0]))
 	}
-	C.ph_scan((*C.float)(unsafe.Pointer(&tile[0])), C.int(pr), C.int(r0), C.int(r1), C.int(q0), C.int(p0), C.int(s.k),
+	bias := s.bias[p0 : p0+pr]
+	C.ph_scan((*C.float)(unsafe.Pointer(&tile[0])), (*C.float)(unsafe.Pointer(&bias[0])), C.int(pr), C.int(r0), C.int(r1), C.int(q0), C.int(p0), C.int(s.k),
 		(*C.float)(unsafe.Pointer(&s.dist[0])), (*C.int32_t)(unsafe.Pointer(&s.idx[0])), (*C.int32_t)(unsafe.Pointer(&s.cnt[0])), ids)
 }

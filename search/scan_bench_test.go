@@ -18,7 +18,7 @@ func BenchmarkScan(b *testing.B) {
 			}
 			f := &Flat{dim: 1, ids: make([]int64, pr), sorted: true}
 			k := 5
-			s := &searcher{f: f, opt: Options{Threads: 1}.withDefaults(), k: k, nq: qr, dist: make([]float32, qr*k), idx: make([]int32, qr*k), cnt: make([]int32, qr)}
+			s := &searcher{f: f, opt: Options{Threads: 1}.withDefaults(), k: k, nq: qr, dist: make([]float32, qr*k), idx: make([]int32, qr*k), cnt: make([]int32, qr), bias: make([]float32, pr)}
 			b.SetBytes(int64(len(tile) * 4))
 			b.ResetTimer()
 			for range b.N {

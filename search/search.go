@@ -4,7 +4,9 @@
 // # How
 //
 // Queries and prototypes are cut into tiles. For each query tile and each prototype tile one libtorch
-// addmm (OpenBLAS sgemm) writes a ranking score into a preallocated tile buffer:
+// matrix product (OpenBLAS sgemm, beta 0, so the buffer is written without being read) writes
+// −2 q·p (L2) or −q̂·p̂ (cosine) into a preallocated tile buffer; the scan adds the prototype's bias
+// (|p|², or 1) to get the ranking score:
 //
 //	L2:     s = |p|² − 2 q·p         (reported distance s + |q|², clamped at 0)
 //	Cosine: s = 1 − q̂·p̂              (reported distance s; vectors normalised to unit length)

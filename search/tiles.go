@@ -19,6 +19,7 @@ type searcher struct {
 	dist []float32
 	idx  []int32
 	cnt  []int32
+	bias []float32 // per prototype, added to the products by the scan: |p|² (L2) or 1 (cosine)
 }
 
 // tileViews are the libtorch views one search reuses: they are created once, not per tile.
@@ -107,6 +108,9 @@ func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *tor
 		return err
 	}
 	defer v.close()
+	if s.bias, err = bias.Float32View(); err != nil {
+		return fmt.Errorf("search: prototype norms: %w", err)
+	}
 	dim := s.f.dim
 	qt := min(s.opt.QueryTile, s.nq)
 	alpha := -2.0
@@ -132,7 +136,9 @@ func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *tor
 			b := t % nbuf
 			out := v.out(b, qr, pr)
 			t0 := time.Now()
-			if err := torch.AddmmOut(out, v.biasT[i], m1, pT, 1, alpha); err != nil {
+			// beta 0: the product alone, written without reading the buffer (the bias is added
+			// by the scan instead of a copy of the bias row into the 16 MB tile first).
+			if err := torch.AddmmOut(out, v.biasT[i], m1, pT, 0, alpha); err != nil {
 				return fmt.Errorf("search: tile product: %w", err)
 			}
 			data, err := out.Float32View()
