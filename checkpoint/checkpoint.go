@@ -162,8 +162,8 @@ func write(dir, name string, c *Checkpoint) (string, error) {
 	}()
 	files := []string{ModelFile, StateFile}
 	meta := map[string]string{"format": Format, "step": strconv.Itoa(c.Step), "epoch": strconv.Itoa(c.Epoch)}
-	if len(c.Config) > 0 { // the run config: a model.safetensors copied alone still says its architecture
-		meta["config"] = string(c.Config)
+	if arch := architecture(c.Config); arch != "" { // a model.safetensors copied alone still says what it is
+		meta["config"] = arch
 	}
 	if err := nn.SaveSafetensors(filepath.Join(tmp, ModelFile), c.Weights, meta); err != nil {
 		return "", fmt.Errorf("checkpoint %s: %w", name, err)
@@ -394,4 +394,29 @@ func LoadLatest(dir string) (*Checkpoint, string, error) {
 		errs = append(errs, err)
 	}
 	return nil, "", fmt.Errorf("checkpoint %s: no good checkpoint: %w", dir, errors.Join(errs...))
+}
+
+// architectureKeys are the run-config keys that describe the network and its input (package
+// train's names, as infer reads them), not the run (folders, steps, seeds).
+var architectureKeys = []string{"backbone", "model", "arch", "image_size", "in_channels", "channels", "embed_dim",
+	"l2_norm", "invert", "resize", "mean", "std"}
+
+// architecture returns the JSON object of the run config's architecture keys ("" when none), so
+// that identical weights make identical files whatever the run's folder.
+func architecture(config []byte) string {
+	var all map[string]json.RawMessage
+	if json.Unmarshal(config, &all) != nil {
+		return ""
+	}
+	keep := map[string]json.RawMessage{}
+	for k, v := range all {
+		if slices.Contains(architectureKeys, strings.ToLower(strings.ReplaceAll(k, "-", "_"))) {
+			keep[k] = v
+		}
+	}
+	if len(keep) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(keep)
+	return string(b)
 }
