@@ -82,6 +82,9 @@ type Config struct {
 	TestShot  int    `yaml:"test-shot" json:"test_shot"`
 	TestQuery int    `yaml:"test-query" json:"test_query"`
 	Distance  string `yaml:"distance" json:"distance"` // euclidean | cosine
+	// EpisodesPerStep is how many episodes a step averages its loss over (split across the ranks of
+	// a distributed run; a multiple of their number). 0 means 1.
+	EpisodesPerStep int `yaml:"episodes-per-step" json:"episodes_per_step"`
 
 	// Optimisation.
 	Steps       int     `yaml:"steps" json:"steps"` // episodes (train) or batches (pretrain)
@@ -113,7 +116,7 @@ type Config struct {
 func Defaults(mode string) Config {
 	c := Config{
 		Mode: mode, Split: "train", ValFrac: 0.1, Invert: "auto", InMemory: "auto", OnBadImage: "skip",
-		Backbone: "conv4", Way: 60, Shot: 5, Query: 5, TestWay: 5, TestShot: 5, TestQuery: 15,
+		Backbone: "conv4", Way: 60, Shot: 5, Query: 5, EpisodesPerStep: 1, TestWay: 5, TestShot: 5, TestQuery: 15,
 		Distance: "euclidean", EvalEvery: 500, EvalEpisodes: 200, SaveEvery: 500, KeepLast: 3,
 		Device: "cpu", Seed: 1, Threads: runtime.NumCPU(),
 	}
@@ -148,6 +151,12 @@ func (c *Config) Validate() error {
 	if c.Mode == ModeEpisodic {
 		if c.Way < 2 || c.Shot < 1 || c.Query < 1 {
 			bad("episodes need way >= 2, shot >= 1, query >= 1 (got %d-way %d-shot %d-query)", c.Way, c.Shot, c.Query)
+		}
+		if c.EpisodesPerStep == 0 {
+			c.EpisodesPerStep = 1
+		}
+		if c.EpisodesPerStep < 1 {
+			bad("episodes-per-step must be at least 1, got %d", c.EpisodesPerStep)
 		}
 		if c.Distance != "euclidean" && c.Distance != "cosine" {
 			bad("distance %q: want euclidean or cosine", c.Distance)

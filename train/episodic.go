@@ -96,34 +96,64 @@ func newEpisodic(ctx context.Context, rs *runState, bar progress.Options) (*epis
 	return e, nil
 }
 
+// plan draws the step's episodes (EpisodesPerStep of them), one after another.
 func (e *episodic) plan(r *rand.Rand, _ int) ([]int, uint64) {
-	ep := e.sampler.Sample(r)
-	return episodeOrder(ep, nil), r.Uint64()
+	var idx []int
+	for range max(e.rs.cfg.EpisodesPerStep, 1) {
+		idx = episodeOrder(e.sampler.Sample(r), idx)
+	}
+	return idx, r.Uint64()
 }
+
+// unit is the samples of one episode: a distributed step splits its episodes across the ranks.
+func (e *episodic) unit() int { c := &e.rs.cfg; return c.Way * (c.Shot + c.Query) }
 
 func (e *episodic) source() Images { return e.src }
 
+// step runs the episodes of idx (this rank's share of the step's episodes): the loss is their mean.
 func (e *episodic) step(s *torch.Scope, idx []int, xs []float32) (stepResult, error) {
 	c := &e.rs.cfg
 	t0 := time.Now()
 	n := len(idx)
 	x := e.rs.input(s, xs, n)
 	data := time.Since(t0)
-	emb := e.rs.model.Embed(x, true)
-	ns := int64(c.Way * c.Shot)
-	protos := Prototypes(emb.Narrow(0, 0, ns), c.Way, c.Shot)
-	logits := e.rs.metric.Logits(emb.Narrow(0, ns, int64(c.Way*c.Query)), protos)
+	emb := e.rs.model.Embed(x, e.rs.trainMode)
 	y := torch.FromInt64(s, e.target, int64(len(e.target)))
 	if e.rs.dev != torch.CPU {
 		y = y.ToDevice(e.rs.dev)
 	}
-	loss := torch.CrossEntropy(logits, y, 0, torch.ReduceMean)
+	per, ns, nq := int64(e.unit()), int64(c.Way*c.Shot), int64(c.Way*c.Query)
+	episodes := int64(n) / per
+	var loss *torch.Tensor
+	var logits []*torch.Tensor
+	for k := range episodes {
+		ep := emb.Narrow(0, k*per, per)
+		protos := Prototypes(ep.Narrow(0, 0, ns), c.Way, c.Shot)
+		lg := e.rs.metric.Logits(ep.Narrow(0, ns, nq), protos)
+		l := torch.CrossEntropy(lg, y, 0, torch.ReduceMean)
+		if loss == nil {
+			loss = l
+		} else {
+			loss = loss.Add(l)
+		}
+		logits = append(logits, lg)
+	}
+	if episodes > 1 {
+		loss = loss.MulScalar(1 / float64(episodes))
+	}
 	v, err := e.rs.backward(loss)
 	if err != nil {
 		return stepResult{loss: v}, err
 	}
-	acc, err := accuracy(logits, e.target)
-	return stepResult{loss: v, acc: acc, images: n, data: data}, err
+	var acc float64
+	for _, lg := range logits {
+		a, err := accuracy(lg, e.target)
+		if err != nil {
+			return stepResult{loss: v}, err
+		}
+		acc += a / float64(len(logits))
+	}
+	return stepResult{loss: v, acc: acc, images: n, data: data}, nil
 }
 
 // episodeOrder lists an episode's samples class-major: all support images, then all queries.

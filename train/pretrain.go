@@ -128,6 +128,9 @@ func (p *pretrain) plan(r *rand.Rand, step int) ([]int, uint64) {
 
 func (p *pretrain) source() Images { return p.src }
 
+// unit is one image: a distributed step splits its batch across the ranks.
+func (p *pretrain) unit() int { return 1 }
+
 func (p *pretrain) step(s *torch.Scope, idx []int, xs []float32) (stepResult, error) {
 	t0 := time.Now()
 	for i, k := range idx {
@@ -135,8 +138,8 @@ func (p *pretrain) step(s *torch.Scope, idx []int, xs []float32) (stepResult, er
 	}
 	x := p.rs.input(s, xs, len(idx))
 	data := time.Since(t0)
-	logits := p.rs.model.Logits(x, true)
-	y := torch.FromInt64(s, p.target, int64(len(idx)))
+	logits := p.rs.model.Logits(x, p.rs.trainMode)
+	y := torch.FromInt64(s, p.target[:len(idx)], int64(len(idx)))
 	if p.rs.dev != torch.CPU {
 		y = y.ToDevice(p.rs.dev)
 	}
@@ -145,7 +148,7 @@ func (p *pretrain) step(s *torch.Scope, idx []int, xs []float32) (stepResult, er
 	if err != nil {
 		return stepResult{loss: v}, err
 	}
-	acc, err := accuracy(logits, p.target)
+	acc, err := accuracy(logits, p.target[:len(idx)])
 	return stepResult{loss: v, acc: acc, images: len(idx), data: data}, err
 }
 

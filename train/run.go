@@ -25,6 +25,9 @@ import (
 type Options struct {
 	// Resume continues the run in Config.RunDir from its newest good checkpoint.
 	Resume bool
+	// Group, when set, makes this process one rank of a data-parallel run (see distRun); every rank
+	// calls Run with the same config.
+	Group *torch.Group
 	// Bar configures the progress bars (Quiet for tests).
 	Bar progress.Options
 	// AfterStep, when set, is called after every completed step with the step number and its loss
@@ -32,6 +35,9 @@ type Options struct {
 	AfterStep func(step int, loss float64)
 	// beforeStep is a test hook called before a step starts (with the number of the step it takes).
 	beforeStep func(step int)
+	// evalNorm runs the model in eval mode during steps (batch norm on running statistics): the
+	// distributed equivalence tests need a model whose step does not depend on the batch split.
+	evalNorm bool
 	// loadAhead, when set, decides instead of loadsAhead whether the next batch loads in the
 	// background (a test hook).
 	loadAhead *bool
@@ -75,6 +81,9 @@ type task interface {
 	// validate returns validation values (acc, acc_ci95, ...) and the accuracy the best slot ranks
 	// by; ok is false when the task has no validation data.
 	validate(ctx context.Context) (vals map[string]float64, acc float64, ok bool, err error)
+	// unit is the number of consecutive samples of a plan that a rank takes whole (one image, one
+	// episode) when a distributed step is split across ranks.
+	unit() int
 	// classes is the JSON class list stored in checkpoints.
 	classes() json.RawMessage
 	epoch(step int) int
@@ -92,7 +101,14 @@ type runState struct {
 	pcg    *rand.PCG
 	rng    *rand.Rand
 	step   int
-	task   task
+	// resumedWorld is the world size the resumed checkpoint was written with (0: fresh or unknown).
+	resumedWorld int
+	task         task
+	// trainMode is the mode the model runs in during steps (false only in tests: batch norm then
+	// uses its running statistics, so that ranks compute exactly what one process would).
+	trainMode bool
+	// dist is the distributed side of the run (nil: one process).
+	dist *distRun
 	// fetch draws and loads the steps' batches (one step ahead where that pays: loadsAhead).
 	fetch *prefetcher
 }
@@ -106,6 +122,9 @@ func (rs *runState) trainable() []*torch.Tensor {
 }
 
 func (rs *runState) close() {
+	if rs.dist != nil {
+		rs.dist.close()
+	}
 	if rs.fetch != nil {
 		rs.fetch.stop()
 	}
@@ -155,7 +174,8 @@ func start(ctx context.Context, cfg Config, opt Options) (*runState, Result, err
 	if err != nil {
 		return nil, Result{}, err
 	}
-	if !opt.Resume {
+	lead := opt.Group == nil || opt.Group.Rank() == 0
+	if !opt.Resume && lead {
 		if steps, _ := checkpoint.Steps(cfg.RunDir); len(steps) > 0 {
 			return nil, Result{}, fmt.Errorf("%s already holds checkpoints (newest step %d): continue it with --resume, or choose another --run-dir", cfg.RunDir, steps[0])
 		}
@@ -164,8 +184,11 @@ func start(ctx context.Context, cfg Config, opt Options) (*runState, Result, err
 		return nil, Result{}, fmt.Errorf("run dir: %w", err)
 	}
 	pcg := rand.NewPCG(cfg.Seed, 0x7261696e)
-	rs := &runState{cfg: cfg, dev: dev, pcg: pcg, rng: rand.New(pcg)}
+	rs := &runState{cfg: cfg, dev: dev, pcg: pcg, rng: rand.New(pcg), trainMode: !opt.evalNorm, dist: newDistRun(opt.Group)}
 	res, err := rs.build(ctx, opt)
+	if err == nil && rs.dist != nil {
+		err = rs.sync(rs.resumedWorld)
+	}
 	if err != nil {
 		rs.close()
 		return nil, Result{}, err
@@ -189,7 +212,14 @@ func (rs *runState) build(ctx context.Context, opt Options) (Result, error) {
 	if opt.loadAhead != nil {
 		ahead = *opt.loadAhead
 	}
-	rs.fetch = newPrefetcher(rs, rs.task.source(), rs.task.plan, ahead)
+	plan := rs.task.plan
+	if rs.dist != nil {
+		if err := rs.dist.check(&rs.cfg); err != nil {
+			return Result{}, err
+		}
+		plan = rs.dist.localPlan(plan, rs.task.unit())
+	}
+	rs.fetch = newPrefetcher(rs, rs.task.source(), plan, ahead)
 	if rs.metric == nil {
 		rs.metric = &Metric{Distance: "euclidean"}
 	}
@@ -197,6 +227,9 @@ func (rs *runState) build(ctx context.Context, opt Options) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{BestAcc: math.Inf(-1)}
+	if !rs.lead() {
+		return res, nil // rank 0 reads the starting state and sends it (sync)
+	}
 	if opt.Resume {
 		if res, err = rs.resume(); err != nil {
 			return Result{}, err
@@ -249,11 +282,17 @@ type loop struct {
 }
 
 func newLoop(rs *runState, opt Options, res Result) (*loop, error) {
-	mw, err := metrics.Open(rs.metricsPath(), metrics.WriterOptions{FlushEvery: 5 * time.Second})
-	if err != nil {
-		return nil, err
+	l := &loop{rs: rs, opt: opt, res: res, lastSaved: rs.step, scope: torch.NewScope()}
+	if rs.lead() {
+		mw, err := metrics.Open(rs.metricsPath(), metrics.WriterOptions{FlushEvery: 5 * time.Second})
+		if err != nil {
+			l.scope.Close()
+			return nil, err
+		}
+		l.mw = mw
+	} else {
+		opt.Bar.Quiet = true // one progress bar per job
 	}
-	l := &loop{rs: rs, opt: opt, mw: mw, res: res, lastSaved: rs.step, scope: torch.NewScope()}
 	if !opt.Resume {
 		l.lastSaved = -1
 	}
@@ -264,7 +303,24 @@ func newLoop(rs *runState, opt Options, res Result) (*loop, error) {
 func (l *loop) close() {
 	l.bar.Finish()
 	l.scope.Close()
-	l.mw.Close()
+	if l.mw != nil {
+		l.mw.Close()
+	}
+}
+
+// write records a metrics line (rank 0 alone writes).
+func (l *loop) write(r metrics.Record) error {
+	if l.mw == nil {
+		return nil
+	}
+	return l.mw.Write(r)
+}
+
+func (l *loop) flush() error {
+	if l.mw == nil {
+		return nil
+	}
+	return l.mw.Flush()
 }
 
 // run takes steps until the last one or an interruption, validating and checkpointing on schedule.
@@ -281,7 +337,7 @@ func (l *loop) run(ctx context.Context) (Result, error) {
 		if err := l.record(sr, lr); err != nil {
 			return l.res, err
 		}
-		if cfg.EvalEvery > 0 && (rs.step%cfg.EvalEvery == 0 || rs.step == cfg.Steps) {
+		if cfg.EvalEvery > 0 && (rs.step%cfg.EvalEvery == 0 || rs.step == cfg.Steps) && rs.lead() {
 			if err := l.validate(ctx, sr.loss); err != nil {
 				return l.res, err
 			}
@@ -308,7 +364,16 @@ func (l *loop) run(ctx context.Context) (Result, error) {
 // applies nothing, sets res.Interrupted and returns no error.
 func (l *loop) step(ctx context.Context) (stepResult, float64, error) {
 	rs := l.rs
-	if ctx.Err() != nil {
+	stop := ctx.Err() != nil
+	if rs.dist != nil {
+		var err error
+		if stop, err = rs.dist.vote(stop); err != nil {
+			return stepResult{}, 0, err
+		}
+		// The ranks stop together at a vote: loading is never cut short on one rank alone.
+		ctx = context.WithoutCancel(ctx)
+	}
+	if stop {
 		l.res.Interrupted = true
 		return stepResult{}, 0, nil
 	}
@@ -353,8 +418,8 @@ func (l *loop) stepFailed(sr stepResult, lr float64, err error) error {
 	if !errors.Is(err, errNonFinite) {
 		return fmt.Errorf("step %d: %w", rs.step+1, err)
 	}
-	_ = l.mw.Write(metrics.Record{Step: int64(rs.step + 1), Phase: "train", Values: map[string]float64{"loss": sr.loss, "lr": lr}})
-	_ = l.mw.Flush()
+	_ = l.write(metrics.Record{Step: int64(rs.step + 1), Phase: "train", Values: map[string]float64{"loss": sr.loss, "lr": lr}})
+	_ = l.flush()
 	last := l.res.Checkpoint
 	if steps, _ := checkpoint.Steps(rs.cfg.RunDir); len(steps) > 0 {
 		last = filepath.Join(rs.cfg.RunDir, checkpoint.Name(steps[0]))
@@ -379,7 +444,7 @@ func (l *loop) record(sr stepResult, lr float64) error {
 	if sr.badImages > 0 {
 		vals["bad_images"] = float64(sr.badImages)
 	}
-	if err := l.mw.Write(metrics.Record{Step: int64(rs.step), Phase: "train", Values: vals}); err != nil {
+	if err := l.write(metrics.Record{Step: int64(rs.step), Phase: "train", Values: vals}); err != nil {
 		return err
 	}
 	l.bar.Describe(fmt.Sprintf("%s step %d/%d loss %.4f acc %.3f %.0f img/s", rs.cfg.Mode, rs.step, rs.cfg.Steps, sr.loss, sr.acc, ips))
@@ -405,7 +470,7 @@ func (l *loop) validate(ctx context.Context, loss float64) error {
 	if !ok {
 		return nil
 	}
-	if err := l.mw.Write(metrics.Record{Step: int64(rs.step), Phase: "val", Values: vals}); err != nil {
+	if err := l.write(metrics.Record{Step: int64(rs.step), Phase: "val", Values: vals}); err != nil {
 		return err
 	}
 	args := []any{"step", rs.step, "acc", fmt.Sprintf("%.4f", acc)}
@@ -425,8 +490,13 @@ func (l *loop) validate(ctx context.Context, loss float64) error {
 	return nil
 }
 
-// checkpoint flushes the metrics, saves a checkpoint and redraws the curves.
+// checkpoint flushes the metrics, saves a checkpoint and redraws the curves (rank 0 alone writes;
+// the others note the step).
 func (l *loop) checkpoint() error {
+	if !l.rs.lead() {
+		l.lastSaved = l.rs.step
+		return nil
+	}
 	if err := l.mw.Flush(); err != nil {
 		return err
 	}
@@ -454,7 +524,7 @@ func (l *loop) finish() (Result, error) {
 		res.SecPerStep = l.trainTime.Seconds() / float64(len(res.Losses))
 		res.DataShare = l.dataTime.Seconds() / l.trainTime.Seconds()
 	}
-	return res, l.mw.Flush()
+	return res, l.flush()
 }
 
 // newOptimizer builds the optimizer and the learning-rate schedule from the config.
@@ -499,7 +569,7 @@ func (rs *runState) save(loss float64, vals map[string]float64, best bool) (stri
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: Go generator: %w", err)
 	}
-	m := map[string]float64{"loss": loss}
+	m := map[string]float64{"loss": loss, "world_size": float64(rs.worldSize())}
 	for k, v := range vals {
 		m["val_"+k] = v
 	}
@@ -535,6 +605,10 @@ func (rs *runState) restore() (string, error) {
 		return "", fmt.Errorf("resume %s: Go generator: %w", path, err)
 	}
 	rs.step = ck.Step
+	rs.resumedWorld = int(ck.Metrics["world_size"])
+	if rs.resumedWorld == 0 {
+		rs.resumedWorld = 1
+	}
 	return path, nil
 }
 
@@ -625,6 +699,12 @@ func (rs *runState) backward(loss *torch.Tensor) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if rs.dist != nil {
+		// Every rank sees the same mean loss, so a non-finite one stops them all.
+		if v, err = rs.dist.meanLoss(v); err != nil {
+			return v, err
+		}
+	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return v, fmt.Errorf("%w: %v", errNonFinite, v)
 	}
@@ -633,6 +713,11 @@ func (rs *runState) backward(loss *torch.Tensor) (float64, error) {
 	}
 	if err := loss.Backward(); err != nil {
 		return v, err
+	}
+	if rs.dist != nil {
+		if err := rs.dist.averageGrads(rs.trainable()); err != nil {
+			return v, err
+		}
 	}
 	return v, rs.opt.Step()
 }

@@ -2,10 +2,15 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"protoherb/cluster"
 	"protoherb/torch"
 	"protoherb/train"
 )
@@ -36,10 +41,12 @@ func newRunCmd(mode string, cmd *cobra.Command) *cobra.Command {
 	cfg := train.Defaults(mode)
 	var configFile, resume string
 	var quiet bool
+	var distTimeout time.Duration
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML file of options (keys are flag names); flags given override it")
 	f.StringVar(&resume, "resume", "", "continue the run in this directory from its newest checkpoint")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	f.DurationVar(&distTimeout, "dist-timeout", 5*time.Minute, "distributed runs: how long a rank waits for the others before failing")
 	bindRunFlags(f, &cfg, mode)
 	cmd.Args = cobra.NoArgs
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -56,11 +63,23 @@ func newRunCmd(mode string, cmd *cobra.Command) *cobra.Command {
 		if err := torch.ManualSeed(c.Seed); err != nil {
 			return err
 		}
+		group, err := joinJob(&c, distTimeout)
+		if err != nil {
+			return err
+		}
+		if group != nil {
+			defer group.Close()
+			opt.Group = group
+		}
 		res, err := train.Run(cmd.Context(), c, opt)
 		if err != nil {
 			return err
 		}
 		out := cmd.OutOrStdout()
+		if group != nil && group.Rank() != 0 {
+			fmt.Fprintf(out, "rank %d: %s stopped at step %d (rank 0 writes the run)\n", group.Rank(), mode, res.Step)
+			return nil
+		}
 		if res.Interrupted {
 			fmt.Fprintf(out, "interrupted at step %d; checkpoint %s; continue with: protoherb %s --resume %s\n", res.Step, res.Checkpoint, mode, c.RunDir)
 			return nil
@@ -76,6 +95,25 @@ func newRunCmd(mode string, cmd *cobra.Command) *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+// joinJob joins the distributed job the environment describes (torchrun, Kubernetes), or returns
+// nil when the process runs alone. Gloo carries CPU runs, NCCL (where compiled in) CUDA runs.
+func joinJob(c *train.Config, timeout time.Duration) (*torch.Group, error) {
+	role, err := cluster.FromEnv(os.Getenv)
+	if err != nil || !role.Distributed() {
+		return nil, err
+	}
+	if c.Device == "cuda" {
+		c.Device = fmt.Sprintf("cuda:%d", role.LocalRank) // one GPU per local rank
+	}
+	backend := "gloo"
+	if c.Device != "" && c.Device != "cpu" && slices.Contains(torch.DistBackends(), "nccl") {
+		backend = "nccl"
+	}
+	slog.Info("distributed: joining", "role", role.String(), "backend", backend)
+	return torch.NewGroup(torch.GroupOptions{Backend: backend, MasterAddr: role.MasterAddr, MasterPort: role.MasterPort,
+		Rank: role.Rank, Size: role.WorldSize, Timeout: timeout})
 }
 
 // effectiveConfig layers the options: defaults, then the resumed run's config.yaml, then --config,
@@ -151,13 +189,14 @@ func bindRunFlags(f *pflag.FlagSet, c *train.Config, mode string) {
 	if mode == train.ModePretrain {
 		f.IntVar(&c.TopClasses, "top-classes", c.TopClasses, "train on the N most populated classes (0: all)")
 		f.StringVar(&c.Sampling, "sampling", c.Sampling, "balanced (every class equally often) or plain (epochs over the images)")
-		f.IntVar(&c.BatchSize, "batch-size", c.BatchSize, "images per step")
+		f.IntVar(&c.BatchSize, "batch-size", c.BatchSize, "images per step (the global batch, split across distributed ranks)")
 		f.Float64Var(&c.LabelSmoothing, "label-smoothing", c.LabelSmoothing, "label smoothing of the cross-entropy")
 		f.StringVar(&c.Classifier, "classifier", c.Classifier, "linear or cosine classifier head")
 		return
 	}
 	f.StringVar(&c.ValSplit, "val-split", c.ValSplit, "validation split of the dataset (default: hold out --val-frac of the classes)")
 	f.IntVar(&c.Way, "way", c.Way, "classes per training episode")
+	f.IntVar(&c.EpisodesPerStep, "episodes-per-step", c.EpisodesPerStep, "episodes a step averages its loss over (split across distributed ranks)")
 	f.IntVar(&c.Shot, "shot", c.Shot, "support images per class")
 	f.IntVar(&c.Query, "query", c.Query, "query images per class")
 	f.StringVar(&c.Distance, "distance", c.Distance, "euclidean (squared) or cosine (learned temperature)")
