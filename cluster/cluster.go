@@ -6,7 +6,9 @@ package cluster
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // DefaultPort is the rendezvous port when MASTER_PORT is not set (torchrun's default).
@@ -100,4 +102,17 @@ func Shard(getenv func(string) string, shards int) (index, count int, err error)
 		return 0, 1, fmt.Errorf("cluster: JOB_COMPLETION_INDEX=%q is not in 0..%d", v, shards-1)
 	}
 	return i, shards, nil
+}
+
+// ShardPath names shard index of count in path: "{shard}" in path becomes the index; without it,
+// ".shard-<index>-of-<count>" goes before the extension. With one shard, path is unchanged.
+func ShardPath(path string, index, count int) string {
+	if count <= 1 {
+		return path
+	}
+	if strings.Contains(path, "{shard}") {
+		return strings.ReplaceAll(path, "{shard}", strconv.Itoa(index))
+	}
+	ext := filepath.Ext(path)
+	return fmt.Sprintf("%s.shard-%d-of-%d%s", strings.TrimSuffix(path, ext), index, count, ext)
 }

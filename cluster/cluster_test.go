@@ -68,3 +68,19 @@ func TestShard(t *testing.T) {
 		}
 	}
 }
+
+func TestShardPath(t *testing.T) {
+	for _, tc := range []struct {
+		path     string
+		index, n int
+		want     string
+	}{
+		{"emb.safetensors", 0, 1, "emb.safetensors"},
+		{"out/emb.safetensors", 2, 4, "out/emb.shard-2-of-4.safetensors"},
+		{"out/emb-{shard}.safetensors", 3, 4, "out/emb-3.safetensors"},
+	} {
+		if got := ShardPath(tc.path, tc.index, tc.n); got != tc.want {
+			t.Errorf("ShardPath(%q, %d, %d) = %q, want %q", tc.path, tc.index, tc.n, got, tc.want)
+		}
+	}
+}

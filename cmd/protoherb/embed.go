@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"protoherb/cluster"
 	"protoherb/dataset"
 	"protoherb/imageio"
 	"protoherb/infer"
@@ -136,12 +138,20 @@ func newEmbedCmd() *cobra.Command {
 		m          modelFlags
 		out, shard string
 		quiet      bool
+		shards     int
 	)
 	cmd := &cobra.Command{
 		Use:   "embed --model CKPT --data PATH [--split test] --out emb.safetensors",
 		Short: "Embed a dataset split once: float32 [N, D] embeddings with image ids and labels (shardable)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if shard == "" { // the shard of a distributed job (torchrun, Kubernetes Indexed Job)
+				i, n, err := cluster.Shard(os.Getenv, shards)
+				if err != nil {
+					return err
+				}
+				shard, out = fmt.Sprintf("%d/%d", i, n), cluster.ShardPath(out, i, n)
+			}
 			e, err := embedDataset(cmd.Context(), &m, shard, quiet)
 			if err != nil {
 				return err
@@ -157,7 +167,8 @@ func newEmbedCmd() *cobra.Command {
 	m.register(cmd.Flags(), "test")
 	f := cmd.Flags()
 	f.StringVar(&out, "out", "", "embeddings file to write (safetensors)")
-	f.StringVar(&shard, "shard", "", "embed only shard i/n (every n-th image from the i-th, 0-based)")
+	f.StringVar(&shard, "shard", "", "embed only shard i/n (every n-th image from the i-th, 0-based); default: RANK/WORLD_SIZE or JOB_COMPLETION_INDEX of --shards")
+	f.IntVar(&shards, "shards", 0, "shards of a Kubernetes Indexed Job (with JOB_COMPLETION_INDEX); --out gets the shard's number ({shard} in it, else .shard-i-of-n)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd

@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"protoherb/cluster"
 	"protoherb/imageio"
 	"protoherb/infer"
 	"protoherb/progress"
@@ -100,6 +102,7 @@ func newPrototypesCmd() *cobra.Command {
 		out     string
 		normEmb bool
 		quiet   bool
+		shards  int
 	)
 	cmd := &cobra.Command{
 		Use:   "prototypes (--model CKPT --data PATH | --from emb.safetensors[,...]) --out protos.safetensors",
@@ -124,7 +127,13 @@ func newPrototypesCmd() *cobra.Command {
 					return err
 				}
 			} else {
-				if s, err = streamPrototypes(cmd, &m, opt, quiet); err != nil {
+				// The shard of a distributed job (torchrun, Kubernetes Indexed Job): shards merge exactly.
+				si, sn, err := cluster.Shard(os.Getenv, shards)
+				if err != nil {
+					return err
+				}
+				out = cluster.ShardPath(out, si, sn)
+				if s, err = streamPrototypes(cmd, &m, opt, quiet, si, sn); err != nil {
 					return err
 				}
 			}
@@ -148,6 +157,7 @@ func newPrototypesCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "", "build from embeddings files (comma-separated) instead of a model and images")
 	f.StringVar(&out, "out", "", "prototype file to write (safetensors)")
+	f.IntVar(&shards, "shards", 0, "with --model: shards of a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; RANK/WORLD_SIZE need none); --out gets the shard's number")
 	f.BoolVar(&normEmb, "normalize-embeddings", false, "scale each embedding to unit length before summing (queries too)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	_ = cmd.MarkFlagRequired("out")
@@ -156,7 +166,7 @@ func newPrototypesCmd() *cobra.Command {
 }
 
 // streamPrototypes embeds the training images and sums them per class without keeping them.
-func streamPrototypes(cmd *cobra.Command, m *modelFlags, opt proto.Options, quiet bool) (*proto.Store, error) {
+func streamPrototypes(cmd *cobra.Command, m *modelFlags, opt proto.Options, quiet bool, shard, shards int) (*proto.Store, error) {
 	d, emb, fp, lo, err := m.open()
 	if err != nil {
 		return nil, err
@@ -168,7 +178,7 @@ func streamPrototypes(cmd *cobra.Command, m *modelFlags, opt proto.Options, quie
 	}
 	var idx []int
 	for i, smp := range d.Samples {
-		if smp.Label >= 0 {
+		if smp.Label >= 0 && i%shards == shard {
 			idx = append(idx, i)
 		}
 	}
