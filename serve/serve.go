@@ -10,7 +10,8 @@
 //	GET  /v1/species[?q=&limit=]  the species known, with taxonomy and specimen counts
 //	GET  /v1/species/{id}      one species
 //	POST /v1/species           multipart: name, genus, family, one or more "image" parts: enrol a
-//	                           species or add specimens (bearer token when configured)
+//	                           species or add specimens (bearer token when configured); with an
+//	                           Idempotency-Key header a retry is applied once ("replayed": true)
 //	GET  /v1/info              model, limits and calibration
 //	GET  /v1/specimens/{row}/thumbnail   a training specimen's JPEG thumbnail
 //	GET  /healthz, /metrics    liveness; Prometheus metrics (private registry)
