@@ -28,20 +28,23 @@
 // # Probabilities
 //
 // probability = softmax(−distance/T) over the min(C, max(k, 64)) nearest prototypes (the mass of
-// farther classes is negligible at any useful T). T is Config.Temperature when set; otherwise it
-// is fitted when the server starts, by minimising the negative log-likelihood of the training
+// farther classes is negligible at any useful T). T is Config.Temperature when set; otherwise the
+// one recorded in the prototype file for its build; otherwise it is fitted when the server starts, by minimising the negative log-likelihood of the training
 // specimens' labels in the index (up to 4,096 of them, each against its class's leave-one-out
 // prototype so the fit is not overconfident; a 1-D search over log T); with no index it
 // is the median distance between a prototype and its nearest other prototype divided by ln 20,
-// so that a query lying on a prototype gets about 95% against its nearest rival (re-estimated
-// after each enrolment; a fit on the index is kept).
+// so that a query lying on a prototype gets about 95% against its nearest rival (kept up to date
+// at each enrolment in O(species × dimension) by proto.Index; a fit on the index is kept). The
+// choice is recorded in the prototype file, so a restart serves the same probabilities.
 //
 // # Prototypes
 //
-// The prototype file is package proto's store (what `protoherb prototypes` writes): per-class
-// embedding sums and counts. Queries go through the store's transform (normalisation, centering)
-// before the search; an enrolment adds to a copy of the sums, rebuilds the prototypes, saves the
-// file atomically and only then swaps the copy in, so a failed enrolment changes nothing.
+// The prototype file is package proto's (what `protoherb prototypes` writes: per-class embedding
+// sums and counts, with the build to apply), served through proto.Index: queries go through the
+// build's transform (normalisation, centering) before the search; an enrolment takes the file's
+// lock, reads the file again if another writer (`prototypes add`) changed it, adds to a copy of
+// the sums, rebuilds, saves atomically and only then swaps the copy in, so a failed enrolment
+// changes nothing and no writer's enrolment is lost.
 //
 // # Limits
 //
