@@ -46,6 +46,8 @@ type ModelSpec struct {
 	// Invert maps pixel v to 1−v before normalising (a model trained on inverted strokes, as
 	// train's invert: true).
 	Invert bool
+	// Mean and Std normalise each input channel (nil: ImageNet's for 3 channels, none for 1).
+	Mean, Std []float32
 	// Chunk is the most images per libtorch forward call (0 = the whole batch; negative = auto: 4
 	// for Conv-4 on CPU, else the whole batch). On CPU a few images
 	// at a time keep the activations in cache: Conv-4 at 84 px costs ~2 ms per image in chunks of
@@ -201,7 +203,8 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		m.Close()
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
-	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert}
+	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert,
+		Mean: spec.Mean, Std: spec.Std}
 	if tf.Channels == 0 {
 		tf.Channels = 3
 	}
@@ -281,7 +284,27 @@ func (s *ModelSpec) fill(raw json.RawMessage) error {
 			s.L2Norm = &b
 		}
 	}
+	if s.Mean == nil && s.Std == nil {
+		s.Mean, s.Std = floats(look("mean")), floats(look("std"))
+	}
 	return nil
+}
+
+// floats reads a JSON array of numbers (nil otherwise).
+func floats(v any) []float32 {
+	xs, ok := v.([]any)
+	if !ok {
+		return nil
+	}
+	out := make([]float32, 0, len(xs))
+	for _, x := range xs {
+		f, ok := x.(float64)
+		if !ok {
+			return nil
+		}
+		out = append(out, float32(f))
+	}
+	return out
 }
 
 func sub(m map[string]any, k string) map[string]any {

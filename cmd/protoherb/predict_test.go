@@ -266,3 +266,25 @@ func TestBareCheckpointWeightsDescribeTheModel(t *testing.T) {
 		t.Errorf("transform %+v, want the checkpoint's 32 px, 3 channels", tf)
 	}
 }
+
+// A weights file whose config records the input normalisation is embedded with it.
+func TestModelFileNormalisation(t *testing.T) {
+	m, err := nn.New(nn.Config{Backbone: "conv4", InChannels: 3, ImageSize: 28})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	path := filepath.Join(t.TempDir(), "model.safetensors")
+	cfg := `{"backbone":"conv4","image_size":28,"in_channels":3,"mean":[0.5,0.5,0.5],"std":[0.25,0.25,0.25]}`
+	if err := nn.SaveSafetensors(path, m.State(), map[string]string{"config": cfg}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := infer.LoadModel(path, infer.ModelSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if tf := e.Transform(); len(tf.Mean) != 3 || tf.Mean[0] != 0.5 || len(tf.Std) != 3 || tf.Std[2] != 0.25 {
+		t.Errorf("transform mean %v std %v, want the file's 0.5 and 0.25", tf.Mean, tf.Std)
+	}
+}
