@@ -111,7 +111,7 @@ func loadInit(m *nn.Model, path string) error {
 		}
 		dst = append(dst, q)
 	}
-	ts, _, err := nn.LoadSafetensors(file)
+	ts, _, err := nn.ReadWeights(file)
 	if err != nil {
 		return fmt.Errorf("--init: %w", err)
 	}

@@ -165,7 +165,7 @@ func bindRunFlags(f *pflag.FlagSet, c *train.Config, mode string) {
 	f.IntVar(&c.EmbedDim, "embed-dim", c.EmbedDim, "linear embedding head size (0: none)")
 	f.BoolVar(&c.L2Norm, "l2-norm", c.L2Norm, "L2-normalise embeddings")
 	f.BoolVar(&c.ChannelsLast, "channels-last", c.ChannelsLast, "run convolutions on NHWC memory layout")
-	f.StringVar(&c.Init, "init", c.Init, "start from these weights: a checkpoint folder, a run directory or a .safetensors file")
+	f.StringVar(&c.Init, "init", c.Init, "start from these weights: a checkpoint folder, a run directory, a .safetensors file or a PyTorch .pth/.pt (torch.save)")
 	f.IntVar(&c.Steps, "steps", c.Steps, "training steps (episodes for train, batches for pretrain)")
 	f.StringVar(&c.Optimizer, "optimizer", c.Optimizer, "sgd, adam or adamw")
 	f.Float64Var(&c.LR, "lr", c.LR, "learning rate")
