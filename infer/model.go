@@ -131,9 +131,11 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 }
 
 // LoadModel loads a trained model for inference. path is a checkpoint folder (with state.json),
-// a run folder (its best checkpoint, else its latest), a bare .safetensors weights file (its
-// "config" metadata, as checkpoints write it, or spec says the backbone and image size) or a
-// TorchScript module (.pt: spec says the image size and channels).
+// a run folder (its best checkpoint, else its latest), a weights file (safetensors, or a state
+// dict as PyTorch's torch.save writes it, .pth/.pt: nn.ReadWeights; the file's "config" metadata, as
+// checkpoints write it, or spec says the backbone and image size) or a TorchScript module
+// (torch.jit.save: spec says the image size and channels). Weights load strictly: see trainingOnly
+// for what may be left out.
 //
 // The architecture comes from spec where set, else from the checkpoint's run config, read
 // leniently: keys backbone (or model), image_size (or size), in_channels (or channels),
@@ -173,7 +175,7 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		defer ck.Free()
 		weights, cfgJSON = ck.WeightMap(), ck.Config
 	default:
-		w, meta, err := nn.LoadSafetensors(path)
+		w, meta, err := nn.ReadWeights(path)
 		if err != nil {
 			return nil, fmt.Errorf("model: %w", err)
 		}
@@ -196,12 +198,15 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
-	// Classifier heads of a pretraining checkpoint are not needed: load what the model has.
-	if weights == nil {
-		// A TorchScript module brings its own weights.
-	} else if _, err := nn.LoadInto(m.State(), weights, false); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("model %s: %w", path, err)
+	// Strict: a tensor the model lacks, or a file tensor the model has no place for, is an error
+	// naming them (a file whose names do not match would otherwise run on random weights).
+	// Classifier heads (a pretraining checkpoint's, torchvision's fc) and the training metric's
+	// temperature are not needed for embeddings. A TorchScript module brings its own weights.
+	if weights != nil {
+		if _, err := nn.LoadStrict(m.State(), weights, trainingOnly); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("model %s: %w", path, err)
+		}
 	}
 	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert,
 		Mean: spec.Mean, Std: spec.Std}
@@ -228,11 +233,16 @@ func (s ModelSpec) chunk() int {
 	return 0
 }
 
-// isTorchScript reports whether path names a TorchScript module file (torch.jit.save: .pt, .pth
-// archives that are not safetensors are read as weights by --init, not here).
+// isTorchScript reports whether path is a TorchScript module (torch.jit.save), told from a
+// torch.save state dict (both are zip archives) by its content.
 func isTorchScript(path string) bool {
-	ext := strings.ToLower(filepath.Ext(path))
-	return ext == ".pt" || ext == ".torchscript"
+	return strings.ToLower(filepath.Ext(path)) == ".torchscript" || nn.IsTorchScript(path)
+}
+
+// trainingOnly reports whether a tensor belongs to a part of a trained model that inference
+// leaves out: a classifier head (fc.*) or the episodic metric's temperature (metric.*).
+func trainingOnly(name string) bool {
+	return strings.HasPrefix(name, "fc.") || strings.HasPrefix(name, "metric.")
 }
 
 // fill sets the zero fields of s from a run config.

@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"archive/zip"
 	"bytes"
 	"fmt"
 	"io"
@@ -67,6 +68,22 @@ func zipMagic(path string) (bool, error) {
 		return true, nil // a bare pickle: torch.save's legacy format, which LoadPickle explains
 	}
 	return bytes.Equal(b[:n], []byte("PK\x03\x04")), nil
+}
+
+// IsTorchScript reports whether path is a TorchScript module as torch.jit.save writes it: a zip
+// archive with constants.pkl beside data.pkl, where torch.save's holds data.pkl and data/ only.
+func IsTorchScript(path string) bool {
+	z, err := zip.OpenReader(path)
+	if err != nil {
+		return false
+	}
+	defer z.Close()
+	for _, f := range z.File {
+		if strings.Count(f.Name, "/") == 1 && strings.HasSuffix(f.Name, "/constants.pkl") {
+			return true
+		}
+	}
+	return false
 }
 
 // readTorchFile picks the state dict out of a torch.save file and frees the file's other tensors.

@@ -190,3 +190,12 @@ func TestTorchvisionFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestIsTorchScript(t *testing.T) {
+	for file, want := range map[string]bool{"testdata/tiny.pt": true, "testdata/tiny_dataparallel.pth": false,
+		"testdata/fixture.safetensors": false, "testdata/absent.pt": false} {
+		if got := IsTorchScript(file); got != want {
+			t.Errorf("IsTorchScript(%s) = %v, want %v", file, got, want)
+		}
+	}
+}

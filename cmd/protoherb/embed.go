@@ -30,7 +30,7 @@ type modelFlags struct {
 }
 
 func (m *modelFlags) register(f *pflag.FlagSet, split string) {
-	f.StringVar(&m.model, "model", "", "trained model: checkpoint folder, run folder, .safetensors weights or a TorchScript module (.pt)")
+	f.StringVar(&m.model, "model", "", "trained model: checkpoint folder, run folder, weights (.safetensors, or a PyTorch .pth/.pt state dict with --backbone and --image-size) or a TorchScript module")
 	f.StringVar(&m.fingerprint, "fingerprint", "", "model fingerprint to record (default: a hash of the model's weight files)")
 	f.StringVar(&m.spec.Backbone, "backbone", "", "backbone when the model file does not say (conv4, resnet12, resnet18, resnet50, torchscript:PATH)")
 	f.IntVar(&m.spec.ImageSize, "image-size", 0, "model input size when the model file does not say")

@@ -79,7 +79,7 @@ func newServeCmd() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.Model, "model", "", "checkpoint folder, run folder (best, else latest) or weights .safetensors")
+	fl.StringVar(&f.Model, "model", "", "checkpoint folder, run folder (best, else latest) or weights (.safetensors, or PyTorch .pth/.pt with --backbone and --image-size)")
 	fl.StringVar(&f.Prototypes, "prototypes", "", "prototype store (protoherb prototypes); enrolments are saved to it atomically (created at the first one when missing)")
 	b.register(fl) // override the build recorded in the prototype file, as in predict
 	fl.StringVar(&f.Index, "index", "", "embeddings of the training specimens (safetensors), for nearest specimens and thumbnails")
