@@ -62,7 +62,10 @@ func openImageFolder(root, split string) (*Dataset, error) {
 
 // openCSV reads a CSV with a header. Either `id,species,...` (leaf99: image at images/<id>.jpg beside
 // the CSV) or `path,label` (path relative to the CSV's folder). path may be the CSV file or a folder
-// holding <split>.csv. A file without a label/species column (a test list) gives labels -1.
+// holding <split>.csv. A file without a label/species column (a test list) gives labels -1. A split
+// file, `path,class,split` (as ../shared/bench/seed_pipeline.py writes it), holds every split: the
+// rows of the requested one are read, and the classes are those of all rows, so that every split
+// numbers them alike.
 func openCSV(path, split string) (*Dataset, error) {
 	file := path
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
@@ -102,6 +105,10 @@ func openCSV(path, split string) (*Dataset, error) {
 			break
 		}
 	}
+	splitCol, ok := col["split"]
+	if !ok {
+		splitCol = -1
+	}
 	d := &Dataset{Root: base, Format: FormatCSV, Split: split}
 	classOf := map[string]int{}
 	var names []string
@@ -109,6 +116,7 @@ func openCSV(path, split string) (*Dataset, error) {
 		id    int64
 		path  string
 		label string
+		split string
 	}
 	var rows []row
 	for line := 2; ; line++ {
@@ -119,7 +127,7 @@ func openCSV(path, split string) (*Dataset, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", file, err)
 		}
-		if pathCol >= len(rec) || (labelCol >= 0 && labelCol >= len(rec)) {
+		if pathCol >= len(rec) || labelCol >= len(rec) || splitCol >= len(rec) {
 			return nil, fmt.Errorf("%s:%d: too few columns", file, line)
 		}
 		p := strings.TrimSpace(rec[pathCol])
@@ -148,7 +156,11 @@ func openCSV(path, split string) (*Dataset, error) {
 				names = append(names, lab)
 			}
 		}
-		rows = append(rows, row{id, p, lab})
+		rw := row{id: id, path: p, label: lab}
+		if splitCol >= 0 {
+			rw.split = strings.TrimSpace(rec[splitCol])
+		}
+		rows = append(rows, rw)
 	}
 	// Classes in sorted order of name (numeric names in numeric order), IDs = the name when numeric.
 	numeric := true
@@ -174,12 +186,20 @@ func openCSV(path, split string) (*Dataset, error) {
 		}
 		d.Classes = append(d.Classes, Class{ID: id, Name: n})
 	}
+	splits := map[string]int{}
 	for _, rw := range rows {
+		splits[rw.split]++
+		if splitCol >= 0 && rw.split != split {
+			continue
+		}
 		label := -1
 		if labelCol >= 0 {
 			label = classOf[rw.label]
 		}
 		d.Samples = append(d.Samples, Sample{ID: rw.id, Path: rw.path, Label: label})
+	}
+	if splitCol >= 0 && len(d.Samples) == 0 {
+		return nil, fmt.Errorf("%s: no row of split %q (the split column has %v)", file, split, splits)
 	}
 	return d, nil
 }
