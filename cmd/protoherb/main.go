@@ -156,6 +156,7 @@ func newRootCmd() *cobra.Command {
 		newEmbedCmd(),
 		newPrototypesCmd(),
 		newPredictCmd(),
+		newPipelineCmd(),
 	)
 	markRunErrors(root)
 	return root
