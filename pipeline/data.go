@@ -86,7 +86,7 @@ func labelsOf(d *dataset.Dataset) *eval.Labels {
 	for _, s := range d.Samples {
 		if s.Label >= 0 {
 			l.IDs = append(l.IDs, s.ID)
-			l.Class = append(l.Class, int(d.Classes[s.Label].ID))
+			l.Class = append(l.Class, d.Classes[s.Label].ID)
 		}
 	}
 	return l

@@ -79,7 +79,7 @@ func rows(all *proto.Embeddings, s *dataset.Dataset) *proto.Embeddings {
 // file at path recording build b, and opens it for search.
 func savePrototypes(path string, e *embedded, d *data, from *proto.Embeddings, b Build) (*proto.Index, error) {
 	po, pb := b.proto()
-	store, err := proto.New(from.Dim, e.fp, infer.ProtoClasses(d.train.Classes), po)
+	store, err := proto.New(from.Dim, e.fp, d.train.Classes, po)
 	if err != nil {
 		return nil, err
 	}
