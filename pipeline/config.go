@@ -93,7 +93,7 @@ func (b Build) proto() (proto.Options, proto.Build) {
 type Measured struct {
 	PretrainStepSeconds float64 `yaml:"pretrain-step-seconds,omitempty"`
 	TrainStepSeconds    float64 `yaml:"train-step-seconds,omitempty"`
-	EmbedImageSeconds   float64 `yaml:"embed-image-seconds,omitempty"` // estimated: a third of a training image's time
+	EmbedImageSeconds   float64 `yaml:"embed-image-seconds,omitempty"` // estimated from a training image's time (embedFactor)
 	Images              int     `yaml:"images,omitempty"`              // to embed: training and predicted images
 }
 

@@ -141,3 +141,20 @@ func TestRunHoldoutAndBadConfig(t *testing.T) {
 		t.Errorf("unknown key: %v", err)
 	}
 }
+
+// fitSteps gives what is left of the budget, less the margin and the embedding estimate, 60/40 to
+// the two stages, and keeps counts already chosen.
+func TestFitSteps(t *testing.T) {
+	c := Config{Budget: 100 * time.Second, BatchSize: 10,
+		Measured: Measured{PretrainStepSeconds: 1, TrainStepSeconds: 0.5}}
+	fitSteps(&c, 10*time.Second, 100)
+	// left = 100·0.92 − 10 − 100 images · (1 s / 10 · 1) = 72 s: 43.2 s of pretraining, 28.8 s of episodes.
+	if c.PretrainSteps != 43 || c.TrainSteps != 57 || c.Measured.Images != 100 {
+		t.Errorf("steps %d and %d for %d images, want 43 and 57", c.PretrainSteps, c.TrainSteps, c.Measured.Images)
+	}
+	c = Config{Budget: time.Second, BatchSize: 10, TrainSteps: -1, Measured: Measured{PretrainStepSeconds: 1}}
+	fitSteps(&c, time.Minute, 10)
+	if c.PretrainSteps != 1 || c.TrainSteps != -1 {
+		t.Errorf("over budget: steps %d and %d, want 1 (at least one) and -1 (kept)", c.PretrainSteps, c.TrainSteps)
+	}
+}

@@ -18,7 +18,11 @@ const (
 	calibrationSteps = 3    // steps of each training stage timed before the budget is split
 	pretrainShare    = 0.6  // of the training time
 	budgetMargin     = 0.08 // of the budget, kept for the unexpected
-	embedFactor      = 3.0  // a training step costs about 3 forward passes per image
+	// embedFactor: embedding an image costs about this share of a pretraining image's step time.
+	// The forward pass alone is about a third, but decoding the image, which a training step also
+	// pays, is the same: on leaf99 at 84 px (Conv-4, 2 loaded cores) 1/3 underestimated the
+	// embedding stage fourfold and a 3-minute run overran by 12 s.
+	embedFactor = 1.0
 )
 
 // chooseModel fills the backbone and image size: the --init file's backbone when there is one,
@@ -121,7 +125,7 @@ func calibrate(ctx context.Context, c *Config, out, mode string, opt Options) (f
 func fitSteps(c *Config, elapsed time.Duration, images int) {
 	m := &c.Measured
 	m.Images = images
-	m.EmbedImageSeconds = m.PretrainStepSeconds / float64(max(c.BatchSize, 1)) / embedFactor
+	m.EmbedImageSeconds = m.PretrainStepSeconds / float64(max(c.BatchSize, 1)) * embedFactor
 	left := c.Budget.Seconds()*(1-budgetMargin) - elapsed.Seconds() - m.EmbedImageSeconds*float64(images)
 	left = max(left, 0)
 	if c.PretrainSteps == 0 {
