@@ -19,6 +19,9 @@ type Role struct {
 	Rank, WorldSize, LocalRank int
 	MasterAddr                 string
 	MasterPort                 int
+	// AgentStore: the launcher serves the rendezvous store itself (torchrun sets
+	// TORCHELASTIC_USE_AGENT_STORE=True), so rank 0 must not start one.
+	AgentStore bool
 }
 
 // Distributed reports whether the job has more than one process.
@@ -63,6 +66,7 @@ func FromEnv(getenv func(string) string) (Role, error) {
 	if a := getenv("MASTER_ADDR"); a != "" {
 		r.MasterAddr = a
 	}
+	r.AgentStore = getenv("TORCHELASTIC_USE_AGENT_STORE") == "True"
 	switch {
 	case r.WorldSize < 1:
 		return r, fmt.Errorf("cluster: WORLD_SIZE=%d: want at least 1", r.WorldSize)

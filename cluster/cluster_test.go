@@ -18,8 +18,8 @@ func TestFromEnv(t *testing.T) {
 	if err != nil || r.Distributed() || r.WorldSize != 1 || r.Rank != 0 {
 		t.Fatalf("no environment: %+v, %v", r, err)
 	}
-	r, err = FromEnv(env("RANK", "1", "WORLD_SIZE", "2", "LOCAL_RANK", "1", "MASTER_ADDR", "10.0.0.5", "MASTER_PORT", "29400"))
-	if err != nil || !r.Distributed() || r.Rank != 1 || r.WorldSize != 2 || r.LocalRank != 1 || r.MasterAddr != "10.0.0.5" || r.MasterPort != 29400 {
+	r, err = FromEnv(env("RANK", "1", "WORLD_SIZE", "2", "LOCAL_RANK", "1", "MASTER_ADDR", "10.0.0.5", "MASTER_PORT", "29400", "TORCHELASTIC_USE_AGENT_STORE", "True"))
+	if err != nil || !r.Distributed() || r.Rank != 1 || r.WorldSize != 2 || r.LocalRank != 1 || r.MasterAddr != "10.0.0.5" || r.MasterPort != 29400 || !r.AgentStore {
 		t.Fatalf("torchrun: %+v, %v", r, err)
 	}
 	r, err = FromEnv(env("JOB_COMPLETION_INDEX", "3", "WORLD_SIZE", "4", "MASTER_ADDR", "train-0.train"))

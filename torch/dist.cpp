@@ -4,6 +4,7 @@
 #include "dist.h"
 #include "shim_util.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef PROTOHERB_NCCL
@@ -20,7 +21,7 @@
 namespace {
 
 struct Group {
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;  // the job's TCPStore under the prefix "protoherb/"
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   std::chrono::milliseconds timeout;
   int world;
@@ -97,7 +98,7 @@ void pt_dist_backends(char* buf, int n) {
 }
 
 char* pt_dist_new(const char* backend, const char* host, int port, int rank, int world, int64_t timeout_ms,
-                  pt_group* out) {
+                  int agent_store, pt_group* out) {
   BEGIN
   std::string b(backend);
   std::string have = "gloo";
@@ -112,11 +113,12 @@ char* pt_dist_new(const char* backend, const char* host, int port, int rank, int
   g->world = world;
   c10d::TCPStoreOptions so;
   so.port = (std::uint16_t)port;
-  so.isServer = rank == 0;
+  so.isServer = rank == 0 && !agent_store;
   so.numWorkers = (std::size_t)world;
-  so.waitWorkers = true;
+  so.waitWorkers = !agent_store;
   so.timeout = g->timeout;
-  g->store = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+  auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+  g->store = c10::make_intrusive<c10d::PrefixStore>("protoherb/", tcp);
   if (b == "gloo") {
     auto o = c10d::ProcessGroupGloo::Options::create(g->timeout);
     o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());

@@ -34,6 +34,9 @@ type GroupOptions struct {
 	Rank, Size int
 	// Timeout bounds the rendezvous and every collective (default 5 minutes).
 	Timeout time.Duration
+	// AgentStore says the launcher already serves the store at the master's address (torchrun
+	// does, and says so with TORCHELASTIC_USE_AGENT_STORE=True): rank 0 then connects as a client.
+	AgentStore bool
 }
 
 // DefaultBucketBytes is the all-reduce bucket size, PyTorch DDP's default (25 MiB).
@@ -65,7 +68,11 @@ func NewGroup(o GroupOptions) (*Group, error) {
 	defer C.free(unsafe.Pointer(cb))
 	defer C.free(unsafe.Pointer(ch))
 	var g C.pt_group
-	e := C.pt_dist_new(cb, ch, C.int(o.MasterPort), C.int(o.Rank), C.int(o.Size), C.int64_t(o.Timeout.Milliseconds()), &g)
+	agent := 0
+	if o.AgentStore {
+		agent = 1
+	}
+	e := C.pt_dist_new(cb, ch, C.int(o.MasterPort), C.int(o.Rank), C.int(o.Size), C.int64_t(o.Timeout.Milliseconds()), C.int(agent), &g)
 	if err := cerr(fmt.Sprintf("dist_init (rank %d of %d, %s at %s:%d)", o.Rank, o.Size, o.Backend, o.MasterAddr, o.MasterPort), e); err != nil {
 		return nil, err
 	}

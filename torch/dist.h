@@ -20,11 +20,11 @@ typedef enum {
 // pt_dist_backends writes the compiled-in backends, comma-separated ("gloo" or "gloo,nccl").
 void pt_dist_backends(char* buf, int n);
 
-// pt_dist_new joins the job: rank 0 serves the TCPStore at host:port, every rank connects to it, and
-// the process group of backend ("gloo" or "nccl") connects the ranks. timeout_ms bounds the
-// rendezvous and every collective.
+// pt_dist_new joins the job: rank 0 serves the TCPStore at host:port (unless agent_store: a launcher
+// such as torchrun serves it), every rank connects to it, and the process group of backend ("gloo"
+// or "nccl") connects the ranks. timeout_ms bounds the rendezvous and every collective.
 char* pt_dist_new(const char* backend, const char* host, int port, int rank, int world, int64_t timeout_ms,
-                  pt_group* out);
+                  int agent_store, pt_group* out);
 void pt_dist_free(pt_group g);
 
 // pt_dist_broadcast overwrites the n tensors with root's, in place.

@@ -113,7 +113,7 @@ func joinJob(c *train.Config, timeout time.Duration) (*torch.Group, error) {
 	}
 	slog.Info("distributed: joining", "role", role.String(), "backend", backend)
 	return torch.NewGroup(torch.GroupOptions{Backend: backend, MasterAddr: role.MasterAddr, MasterPort: role.MasterPort,
-		Rank: role.Rank, Size: role.WorldSize, Timeout: timeout})
+		Rank: role.Rank, Size: role.WorldSize, Timeout: timeout, AgentStore: role.AgentStore})
 }
 
 // effectiveConfig layers the options: defaults, then the resumed run's config.yaml, then --config,
