@@ -11,6 +11,7 @@ func newBenchCmd() *cobra.Command {
 	}
 	cmd.AddCommand(
 		newBenchStepCmd(),
+		newBenchDDPCmd(),
 		newBenchPredictCmd(),
 		newBenchSearchCmd(),
 		newBenchDecodeCmd(),
