@@ -56,3 +56,58 @@ func TestTorchrunTwoRanks(t *testing.T) {
 		t.Fatalf("checkpoint at step %d of world size %v, want step 4 of 2", ck.Step, ck.Metrics["world_size"])
 	}
 }
+
+// TestTorchrunCtrlCStopsEveryRank sends SIGINT to torchrun during a long 2-rank run: torchrun passes
+// a signal on to both ranks, they stop at the same step (the stop vote), and rank 0 saves.
+func TestTorchrunCtrlCStopsEveryRank(t *testing.T) {
+	torchrun := "/usr/bin/torchrun"
+	if _, err := os.Stat(torchrun); err != nil {
+		t.Skip("torchrun is not installed (Debian's python3-torch ships it): skipping Ctrl-C under torchrun")
+	}
+	data, _ := fixture(t)
+	runDir := filepath.Join(t.TempDir(), "run")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, torchrun, "--redirects", "1", "--tee", "1", "--log_dir", t.TempDir(), "--no_python",
+		"--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", strconv.Itoa(port),
+		os.Args[0], "train", "--data", data, "--format", "imagefolder", "--run-dir", runDir,
+		"--image-size", "16", "--way", "2", "--shot", "1", "--query", "1", "--val-frac", "0", "--eval-every", "0",
+		"--episodes-per-step", "2", "--save-every", "0", "--steps", "100000000", "--threads", "1", "--quiet")
+	cmd.Env = append(os.Environ(), "PROTOHERB_TEST_MAIN=1", "OMP_NUM_THREADS=1")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the ranks train (rank 0 has written metrics), then interrupt.
+	for !strings.Contains(readFileOrEmpty(filepath.Join(runDir, "metrics.jsonl")), `"step":3`) {
+		if ctx.Err() != nil {
+			t.Fatalf("the run did not start:\n%s", out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+	ck, _, err := checkpoint.LoadLatest(runDir)
+	if err != nil {
+		t.Fatalf("no checkpoint after Ctrl-C: %v\n%s", err, out.String())
+	}
+	defer ck.Free()
+	if !strings.Contains(out.String(), "interrupted at step "+strconv.Itoa(ck.Step)) {
+		t.Fatalf("rank 0 saved step %d but did not say it was interrupted there:\n%s", ck.Step, out.String())
+	}
+	if !strings.Contains(out.String(), "rank 1: train stopped at step "+strconv.Itoa(ck.Step)) {
+		t.Fatalf("rank 1 did not stop at rank 0's step %d:\n%s", ck.Step, out.String())
+	}
+}
+
+func readFileOrEmpty(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
