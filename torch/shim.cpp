@@ -56,8 +56,6 @@ char* pt_version(char* buf, int n) {
 }
 int pt_cuda_available(void) { try { return torch::cuda::is_available() ? 1 : 0; } catch (...) { return 0; } }
 int pt_cuda_device_count(void) { try { return (int)torch::cuda::device_count(); } catch (...) { return 0; } }
-void pt_set_num_threads(int n) { try { at::set_num_threads(n); } catch (...) {} }
-int pt_get_num_threads(void) { return at::get_num_threads(); }
 char* pt_manual_seed(uint64_t seed) { BEGIN torch::manual_seed(seed); END }
 void pt_set_grad_enabled(int on) { c10::GradMode::set_enabled(on != 0); }
 int pt_is_grad_enabled(void) { return c10::GradMode::is_enabled() ? 1 : 0; }

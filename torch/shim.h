@@ -85,6 +85,8 @@ int pt_cuda_available(void);
 int pt_cuda_device_count(void);
 void pt_set_num_threads(int n);
 int pt_get_num_threads(void);
+// pt_thread_num_threads: the calling OS thread's OpenMP count as it stands, not brought up to date.
+int pt_thread_num_threads(void);
 char* pt_manual_seed(uint64_t seed);
 void pt_set_grad_enabled(int on);
 int pt_is_grad_enabled(void);

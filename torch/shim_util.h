@@ -23,9 +23,15 @@ inline pt_tensor wrap(at::Tensor t) { return static_cast<pt_tensor>(new at::Tens
 inline at::Tensor opt(pt_tensor t) { return t ? T(t) : at::Tensor(); }
 inline at::IntArrayRef ref(const int64_t* p, int n) { return at::IntArrayRef(p, (size_t)n); }
 
+// sync_num_threads brings the calling OS thread's intra-op thread count up to the last
+// pt_set_num_threads (threads.cpp); BEGIN calls it, so every shim call that computes does.
+void sync_num_threads();
+
 }  // namespace pt
 
-#define BEGIN try {
+#define BEGIN \
+  try {        \
+    pt::sync_num_threads();
 #define END                                                           \
   }                                                                   \
   catch (const c10::Error& e) {                                       \

@@ -21,6 +21,8 @@
 // # Threads
 //
 // libtorch's grad mode is per OS thread; NoGrad locks the goroutine to its thread for its duration.
+// The intra-op thread count is per OS thread too under OpenMP; SetNumThreads publishes it and every
+// call into libtorch first brings its OS thread up to date (threads.cpp), so one call governs all.
 //
 // # Building against another libtorch
 //
@@ -78,7 +80,8 @@ func CUDAAvailable() bool { return C.pt_cuda_available() != 0 }
 // CUDADeviceCount returns the number of visible CUDA devices (0 without CUDA).
 func CUDADeviceCount() int { return int(C.pt_cuda_device_count()) }
 
-// SetNumThreads sets libtorch's intra-op thread count (n <= 0 leaves it unchanged).
+// SetNumThreads sets libtorch's intra-op thread count for every OS thread, those that already ran
+// libtorch work included (n <= 0 leaves it unchanged).
 func SetNumThreads(n int) {
 	if n > 0 {
 		C.pt_set_num_threads(C.int(n))
@@ -87,6 +90,10 @@ func SetNumThreads(n int) {
 
 // NumThreads returns libtorch's intra-op thread count.
 func NumThreads() int { return int(C.pt_get_num_threads()) }
+
+// threadNumThreads returns the count the calling OS thread holds now, without bringing it up to date
+// first as every other call does (for the test that every call does).
+func threadNumThreads() int { return int(C.pt_thread_num_threads()) }
 
 // ManualSeed seeds libtorch's random generators (parameter init, dropout, randn) for deterministic runs.
 func ManualSeed(seed uint64) error { return cerr("manual_seed", C.pt_manual_seed(C.uint64_t(seed))) }
