@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"protoherb/cmd/protoherb/internal/servebench"
 	"protoherb/demo/service"
 	"protoherb/infer"
 	"protoherb/proto"
@@ -30,7 +31,7 @@ The last line is "serve: X requests/s" at the highest client count.`
 
 func newBenchServeCmd() *cobra.Command {
 	var (
-		o                                 serve.BenchOptions
+		o                                 servebench.Options
 		images, demoDir, backbone         string
 		threads, imgSize, demoSpec, scale int
 	)
@@ -66,7 +67,7 @@ func newBenchServeCmd() *cobra.Command {
 			o.Out = out
 			fmt.Fprintf(out, "mixes=%v clients=%v duration=%s enrol-clients=%d max-batch=%d batch-window=%s forward-chunk=%d channels-last=%v torch-threads=%d images=%d\n",
 				o.Mixes, o.Clients, o.Duration, o.EnrolClients, o.Config.MaxBatch, o.Config.BatchWindow, o.Spec.Chunk, o.Spec.ChannelsLast, torch.NumThreads(), len(o.Images))
-			rep, err := serve.Bench(cmd.Context(), o)
+			rep, err := servebench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
@@ -85,7 +86,7 @@ func newBenchServeCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.IntSliceVar(&o.Clients, "clients", []int{1, 32}, "concurrent identify clients, one run per value (ascending)")
 	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each run")
-	fl.StringSliceVar(&o.Mixes, "mix", []string{serve.MixNormal}, "load mixes, each run at every --clients level: normal, bombs (decompression bombs and huge PNGs next to the load), stalled (130 stalled uploads next to the load)")
+	fl.StringSliceVar(&o.Mixes, "mix", []string{servebench.MixNormal}, "load mixes, each run at every --clients level: normal, bombs (decompression bombs and huge PNGs next to the load), stalled (130 stalled uploads next to the load)")
 	fl.IntVar(&o.EnrolClients, "enrol-clients", 2, "clients enrolling specimens during each run")
 	fl.DurationVar(&o.EnrolPause, "enrol-pause", 100*time.Millisecond, "pause between one client's enrolments")
 	fl.StringVar(&o.Files.Model, "model", "", "model to serve (default: a generated Conv-4 demo)")
@@ -108,7 +109,7 @@ func newBenchServeCmd() *cobra.Command {
 
 // printHeadline prints the scaling and, last, the requests/s at the highest client count of the
 // first mix (normal by default; the others are printed above).
-func printHeadline(out io.Writer, levels []serve.BenchLevel) {
+func printHeadline(out io.Writer, levels []servebench.Level) {
 	last, first := levels[len(levels)-1], levels[0]
 	if len(levels) > 1 && first.RequestsPerSecond > 0 {
 		fmt.Fprintf(out, "scaling: %.2f× requests/s at %d clients vs %d\n", last.RequestsPerSecond/first.RequestsPerSecond, last.Clients, first.Clients)
@@ -117,7 +118,7 @@ func printHeadline(out io.Writer, levels []serve.BenchLevel) {
 }
 
 // benchDemo builds the demo service in dir, points o at it and returns the glob of its specimens.
-func benchDemo(ctx context.Context, dir string, o *serve.BenchOptions, so service.Options) (string, error) {
+func benchDemo(ctx context.Context, dir string, o *servebench.Options, so service.Options) (string, error) {
 	d, err := service.Make(ctx, dir, so)
 	if err != nil {
 		return "", err
@@ -145,7 +146,7 @@ func readImages(glob string, n int) ([][]byte, error) {
 
 // enrolAtScale serves a generated prototype file of n species and times single-image enrolments
 // into it over HTTP (embedding included), one client at a time.
-func enrolAtScale(ctx context.Context, o serve.BenchOptions, n int) error {
+func enrolAtScale(ctx context.Context, o servebench.Options, n int) error {
 	emb, err := infer.LoadModel(o.Files.Model, o.Spec)
 	if err != nil {
 		return err
@@ -163,9 +164,9 @@ func enrolAtScale(ctx context.Context, o serve.BenchOptions, n int) error {
 	}
 	out := o.Out
 	o.Files.Prototypes, o.Files.Index, o.Files.ImagesRoot = protos, "", ""
-	o.Clients, o.Mixes, o.EnrolClients, o.EnrolPause = []int{1}, []string{serve.MixNormal}, 1, time.Millisecond
+	o.Clients, o.Mixes, o.EnrolClients, o.EnrolPause = []int{1}, []string{servebench.MixNormal}, 1, time.Millisecond
 	o.Duration, o.Out = max(o.Duration, 5*time.Second), io.Discard
-	rep, err := serve.Bench(ctx, o)
+	rep, err := servebench.Run(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"protoherb/cmd/protoherb/internal/servebench"
 	"protoherb/demo/service"
 	"protoherb/serve"
 )
@@ -22,7 +23,7 @@ func TestBenchServeEnrolAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	o := serve.BenchOptions{Duration: 200 * time.Millisecond, Images: [][]byte{img}, Out: &out,
+	o := servebench.Options{Duration: 200 * time.Millisecond, Images: [][]byte{img}, Out: &out,
 		Files: serve.Files{Model: d.Model, Prototypes: d.Prototypes}}
 	if err := enrolAtScale(context.Background(), o, 300); err != nil {
 		t.Fatal(err)

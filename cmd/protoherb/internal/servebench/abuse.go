@@ -1,4 +1,4 @@
-package serve
+package servebench
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 	"time"
 )
 
-// The load mixes of `bench serve` (BenchOptions.Mixes): the normal identify/enrol load alone, or
+// The load mixes of `bench serve` (Options.Mixes): the normal identify/enrol load alone, or
 // with abusive clients next to it.
 const (
 	MixNormal = "normal"

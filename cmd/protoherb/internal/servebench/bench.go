@@ -1,6 +1,12 @@
-package serve
+// Package servebench is the load test of `protoherb bench serve`: it starts a server on 127.0.0.1,
+// drives it with concurrent identify and enrolment clients under a load mix (normal, or with
+// decompression bombs or stalled uploads next to it), and checks that no acknowledged enrolment is
+// lost, live and after reloading the prototype file. It sees the server only from outside: HTTP,
+// its /metrics and the file.
+package servebench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,16 +20,19 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"protoherb/infer"
 	"protoherb/proto"
+	"protoherb/serve"
 )
 
-// BenchOptions configure a load test.
-type BenchOptions struct {
+// Options configure a load test.
+type Options struct {
 	// Clients: the concurrency levels, one run each.
 	Clients  []int
 	Duration time.Duration
@@ -32,18 +41,18 @@ type BenchOptions struct {
 	EnrolClients int
 	EnrolPause   time.Duration
 	// Files to serve; Prototypes is copied first (enrolments must not touch the original).
-	Files Files
+	Files serve.Files
 	Spec  infer.ModelSpec
 	// Images are the query images (JPEG/PNG bytes), used round-robin.
 	Images [][]byte
 	// Mixes: each client level runs under each load mix (MixNormal, MixBombs, MixStalled).
 	Mixes  []string
-	Config Config
+	Config serve.Config
 	Out    io.Writer
 }
 
-// BenchLevel is the result at one concurrency level.
-type BenchLevel struct {
+// Level is the result at one concurrency level.
+type Level struct {
 	Clients           int
 	Requests, Errors  int
 	RequestsPerSecond float64
@@ -58,9 +67,9 @@ type BenchLevel struct {
 	PeakRSS                 int64
 }
 
-// BenchReport is the whole load test.
-type BenchReport struct {
-	Levels []BenchLevel
+// Report is the whole load test.
+type Report struct {
+	Levels []Level
 	// Lost enrolments: acknowledged but missing from the species counts or from the file after a
 	// reload.
 	Lost int
@@ -68,10 +77,10 @@ type BenchReport struct {
 	EnrolLatencies []time.Duration
 }
 
-// Bench starts a server on 127.0.0.1, drives it with each number of concurrent identify clients
+// Run starts a server on 127.0.0.1, drives it with each number of concurrent identify clients
 // for Duration (plus enrolment clients), and checks that no acknowledged enrolment was lost, live
 // and after reloading the prototype file.
-func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
+func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(o.Images) == 0 {
 		return nil, errors.New("bench serve: no query images")
 	}
@@ -91,7 +100,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 			return nil, err
 		}
 	}
-	s, closeAll, err := Open(o.Files, o.Spec, o.Config)
+	s, closeAll, err := serve.Open(o.Files, o.Spec, o.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +114,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	go func() { served <- s.Serve(sctx, ln) }()
 	defer func() { stop(); <-served }()
 	maxC := slices.Max(o.Clients)
-	b := &benchClient{o: o, s: s, base: "http://" + ln.Addr().String(), enrolled: map[string]int{}, rep: &BenchReport{},
+	b := &benchClient{o: o, base: "http://" + ln.Addr().String(), enrolled: map[string]int{}, rep: &Report{},
 		client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 			MaxIdleConns: 2 * (maxC + o.EnrolClients), MaxIdleConnsPerHost: 2 * (maxC + o.EnrolClients)}}}
 	defer b.client.CloseIdleConnections()
@@ -134,7 +143,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	return b.rep, b.checkLost()
 }
 
-func (o *BenchOptions) defaults() {
+func (o *Options) defaults() {
 	if o.Duration <= 0 {
 		o.Duration = 10 * time.Second
 	}
@@ -154,15 +163,14 @@ func (o *BenchOptions) defaults() {
 
 // benchClient drives the server under test.
 type benchClient struct {
-	o      BenchOptions
-	s      *Server
+	o      Options
 	base   string
 	client *http.Client
 	imgs   *abuseImages
 
 	mu       sync.Mutex
 	enrolled map[string]int // acknowledged specimens per species
-	rep      *BenchReport   // EnrolLatencies appended under mu
+	rep      *Report        // EnrolLatencies appended under mu
 }
 
 func (b *benchClient) identify(ctx context.Context, img []byte) error {
@@ -176,7 +184,7 @@ func (b *benchClient) identify(ctx context.Context, img []byte) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var r IdentifyResponse
+	var r serve.IdentifyResponse
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
 		return fmt.Errorf("identify: status %d: %w", resp.StatusCode, err)
 	}
@@ -187,9 +195,9 @@ func (b *benchClient) identify(ctx context.Context, img []byte) error {
 }
 
 // level runs one mix at one number of identify clients (with the enrolment clients) for Duration.
-func (b *benchClient) level(ctx context.Context, run benchRun) BenchLevel {
+func (b *benchClient) level(ctx context.Context, run benchRun) Level {
 	o, c := b.o, run.clients
-	b0, n0 := b.s.batchTotals()
+	b0, n0 := b.batchTotals(ctx)
 	lctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 	resetPeakRSS()
@@ -238,8 +246,8 @@ func (b *benchClient) level(ctx context.Context, run benchRun) BenchLevel {
 	el := time.Since(start)
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	b1, n1 := b.s.batchTotals()
-	lv := BenchLevel{Clients: c, Requests: len(all), Errors: int(errs.Load()),
+	b1, n1 := b.batchTotals(ctx)
+	lv := Level{Clients: c, Requests: len(all), Errors: int(errs.Load()),
 		RequestsPerSecond: float64(len(all)) / el.Seconds(), P50: pct(all, 50), P95: pct(all, 95), P99: pct(all, 99),
 		Enrolments: int(enrols.Load()), EnrolErrors: int(enrolErrs.Load()),
 		Mix: run.mix, Abusive: int(ab.sent.Load()), AbusiveRefused: int(ab.refused.Load()), PeakRSS: peakRSS()}
@@ -264,8 +272,12 @@ func (b *benchClient) enrol(ctx context.Context, name string, img []byte) error 
 
 // checkLost counts the acknowledged enrolments missing live or from the file after a reload.
 func (b *benchClient) checkLost() error {
+	var list struct{ Species []serve.Species }
+	if err := b.getJSON(context.Background(), "/v1/species", &list); err != nil {
+		return fmt.Errorf("bench serve: listing the species: %w", err)
+	}
 	live := map[string]int64{}
-	for _, sp := range b.s.cfg.Store.Species() {
+	for _, sp := range list.Species {
 		live[sp.Name] = sp.Count
 	}
 	re, err := proto.Load(b.o.Files.Prototypes)
@@ -312,19 +324,46 @@ func enrolOne(ctx context.Context, client *http.Client, base, name string, img [
 	return nil
 }
 
-// batchTotals returns the number of forward passes and the images they held so far.
-func (s *Server) batchTotals() (batches, images float64) {
-	mfs, err := s.met.reg.Gather()
+// batchTotals returns the number of forward passes and the images they held so far, from the
+// server's /metrics (zeros when it cannot be read).
+func (b *benchClient) batchTotals(ctx context.Context) (batches, images float64) {
+	req, err := http.NewRequestWithContext(ctx, "GET", b.base+"/metrics", nil)
 	if err != nil {
 		return 0, 0
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == "protoherb_batch_size" && len(mf.GetMetric()) > 0 {
-			h := mf.GetMetric()[0].GetHistogram()
-			return float64(h.GetSampleCount()), h.GetSampleSum()
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, v, _ := strings.Cut(sc.Text(), " ")
+		switch name {
+		case "protoherb_batch_size_count":
+			batches, _ = strconv.ParseFloat(v, 64)
+		case "protoherb_batch_size_sum":
+			images, _ = strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0, 0
+	return batches, images
+}
+
+// getJSON decodes the answer of GET path.
+func (b *benchClient) getJSON(ctx context.Context, path string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", b.base+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: status %d", path, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 func pct(sorted []time.Duration, p int) time.Duration {
