@@ -115,3 +115,20 @@ func Load(path string) (*Store, error) {
 	}
 	return s, nil
 }
+
+// fileGeneration reads the generation recorded in the header of the prototype file at path.
+func fileGeneration(path string) (uint64, error) {
+	h, err := safetensors.ReadHeader(path)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	g := h.Meta["generation"]
+	if g == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(g, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: bad generation %q", path, g)
+	}
+	return n, nil
+}

@@ -26,7 +26,8 @@ import (
 // Every writer of a prototype file (`protoherb prototypes add`, a running server, another process)
 // takes an advisory lock on PATH.lock (flock: a file that is never replaced, so all writers lock
 // the same inode) and, holding it, checks whether the file changed since it was read (another
-// inode, size or modification time: every save renames a new file into place). A changed file is
+// inode, size, modification time or the generation in its header: every save renames a new file
+// into place, one generation on). A changed file is
 // read again and the enrolment applied to it: no write is lost, and ids stay unique.
 //
 // An enrolment costs O(classes × dimension): one copy of the sums, one build, one pass of the new
@@ -331,7 +332,19 @@ func (x *Index) fresh() (*state, error) {
 		return nil, err
 	}
 	if now.same(st.stamp) {
-		return st, nil
+		if !now.exists {
+			return st, nil
+		}
+		// Equal inode, size and time can still be another file: ext4 reuses a freed inode, and
+		// file times move by the kernel's tick, so another writer's two saves of one size within a
+		// tick look unchanged. The generation in the header, one more at every save, settles it.
+		g, err := fileGeneration(x.path)
+		if err != nil {
+			return nil, err
+		}
+		if g == st.store.gen {
+			return st, nil
+		}
 	}
 	if !now.exists {
 		return nil, fmt.Errorf("%s: the prototype file was removed while in use", x.path)

@@ -98,6 +98,46 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 	}
 }
 
+// Another writer's save that leaves inode, size and modification time as they were (ext4 reuses
+// freed inodes; file times move by the tick) is still seen, by the generation in the header.
+func TestChangeSeenWhenTheStatLooksTheSame(t *testing.T) {
+	const d = 4
+	path := writeFile(t, 3, d, Build{})
+	a, err := Open(path, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(path, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Enrol(Class{ID: AutoID, Name: "Rosa nova"}, []float32{1, 2, 3, 4}, ""); err != nil {
+		t.Fatal(err)
+	}
+	// a's stamp now equals the file's, as after such a collision.
+	now, err := statFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := *a.current()
+	st.stamp = now
+	a.swap(&st)
+	if _, err := a.Enrol(Class{ID: AutoID, Name: "Rosa altera"}, []float32{4, 3, 2, 1}, ""); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Rosa nova", "Rosa altera"} {
+		if c, ok := s.Lookup(name); !ok || s.Count(c.ID) != 1 {
+			t.Errorf("%s: in the file %v, %d images", name, ok, s.Count(c.ID))
+		}
+	}
+}
+
 // A retried enrolment (same idempotency key) is applied once, also by another writer of the file.
 func TestIdempotencyKey(t *testing.T) {
 	path := writeFile(t, 3, 4, Build{})
