@@ -39,21 +39,25 @@ func writeFile(t *testing.T, n, d int, b Build) string {
 	return path
 }
 
+// openTwo opens path twice, as two writers of one file; the test closes them.
+func openTwo(t *testing.T, path string) (a, b *Index) {
+	t.Helper()
+	var err error
+	for _, x := range []**Index{&a, &b} {
+		if *x, err = Open(path, OpenOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup((*x).Close)
+	}
+	return a, b
+}
+
 // Two writers of one file (two processes, as `prototypes add` next to a running server) enrol
 // concurrently: every species is in the file once, with a unique id, and every image counted.
 func TestConcurrentWritersLoseNothing(t *testing.T) {
 	const d = 8
 	path := writeFile(t, 5, d, Build{})
-	a, err := Open(path, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(path, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openTwo(t, path)
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
 	for w, x := range []*Index{a, b} {
@@ -103,16 +107,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 func TestChangeSeenWhenTheStatLooksTheSame(t *testing.T) {
 	const d = 4
 	path := writeFile(t, 3, d, Build{})
-	a, err := Open(path, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(path, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := openTwo(t, path)
 	if _, err := b.Enrol(Class{ID: AutoID, Name: "Rosa nova"}, []float32{1, 2, 3, 4}, ""); err != nil {
 		t.Fatal(err)
 	}
