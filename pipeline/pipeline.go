@@ -26,6 +26,11 @@ type Options struct {
 	Resume bool
 	Bar    progress.Options
 	Log    io.Writer // stage headers and the summary (nil: discard)
+	// Reseed seeds the generator that initialises weights (commands pass torch.ManualSeed). Run
+	// calls it with Config.Seed+i before training stage i, so that a stage does not depend on
+	// what ran before it (calibration, an earlier stage): --config and --resume then repeat a run
+	// exactly. nil leaves the generator as the caller set it.
+	Reseed func(seed uint64) error
 }
 
 // Result says what a run wrote.
@@ -186,10 +191,8 @@ func trainStages(ctx context.Context, c *Config, opt Options, say func(string, .
 					return "", err
 				}
 			}
-			// Each stage starts from the seed, not from wherever calibration left libtorch's
-			// generator, so that --config (which skips calibration) repeats the run exactly.
-			if err := torch.ManualSeed(c.Seed + uint64(i)); err != nil {
-				return "", err
+			if err := reseed(opt, c.Seed+uint64(i)); err != nil {
+				return "", fmt.Errorf("run %s: seed %d: %w", s.mode, c.Seed+uint64(i), err)
 			}
 			r, err := train.Run(ctx, tc, train.Options{Resume: resume, Bar: opt.Bar})
 			if err != nil {
@@ -208,6 +211,14 @@ func trainStages(ctx context.Context, c *Config, opt Options, say func(string, .
 		return "", errors.New("run: both training stages are off (pretrain-steps and train-steps -1)")
 	}
 	return model, nil
+}
+
+// reseed calls opt.Reseed when the caller gave one.
+func reseed(opt Options, seed uint64) error {
+	if opt.Reseed == nil {
+		return nil
+	}
+	return opt.Reseed(seed)
 }
 
 // stageState says whether a stage's run folder holds its last checkpoint (done), or an earlier

@@ -11,6 +11,7 @@ import (
 
 	"protoherb/progress"
 	"protoherb/synth"
+	"protoherb/torch"
 )
 
 // tinyHerbarium generates 10 species of small sheets in the Herbarium 2020 layout, with solution.csv.
@@ -36,7 +37,7 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-var quiet = Options{Bar: progress.Options{Quiet: true}}
+var quiet = Options{Bar: progress.Options{Quiet: true}, Reseed: torch.ManualSeed}
 
 func outTo(dir string) Options { o := quiet; o.Out = dir; return o }
 

@@ -25,6 +25,7 @@ import (
 	"protoherb/imageio"
 	"protoherb/infer"
 	"protoherb/proto"
+	"protoherb/torch"
 )
 
 var (
@@ -48,7 +49,7 @@ func getDemo(t *testing.T) *service.Demo {
 	demoOnce.Do(func() {
 		demoDir, demoErr = os.MkdirTemp("", "serve-demo-")
 		if demoErr == nil {
-			demo, demoErr = service.Make(context.Background(), demoDir, service.Options{Species: 6, PerClass: 2, Seed: 7})
+			demo, demoErr = service.Make(context.Background(), demoDir, service.Options{Species: 6, PerClass: 2, Seed: 7, Reseed: torch.ManualSeed})
 		}
 	})
 	if demoErr != nil {

@@ -53,7 +53,7 @@ func newBenchServeCmd() *cobra.Command {
 					defer os.RemoveAll(tmp)
 					dir = tmp
 				}
-				glob, err := benchDemo(cmd.Context(), dir, &o, service.Options{Species: demoSpec, PerClass: 4,
+				glob, err := benchDemo(cmd.Context(), dir, &o, service.Options{Species: demoSpec, PerClass: 4, Reseed: torch.ManualSeed,
 					ImageSize: imgSize, Backbone: backbone, ImageW: 320, ImageH: 480, Seed: 1})
 				if err != nil {
 					return err

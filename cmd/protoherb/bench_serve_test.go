@@ -10,11 +10,12 @@ import (
 	"protoherb/cmd/protoherb/internal/servebench"
 	"protoherb/demo/service"
 	"protoherb/serve"
+	"protoherb/torch"
 )
 
 // --enrol-species times enrolments into a generated file of many species, losing none.
 func TestBenchServeEnrolAtScale(t *testing.T) {
-	d, err := service.Make(context.Background(), t.TempDir(), service.Options{Species: 4, PerClass: 2, Seed: 7})
+	d, err := service.Make(context.Background(), t.TempDir(), service.Options{Species: 4, PerClass: 2, Seed: 7, Reseed: torch.ManualSeed})
 	if err != nil {
 		t.Fatal(err)
 	}

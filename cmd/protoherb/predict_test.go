@@ -245,7 +245,7 @@ func TestEmbedTorchScriptModule(t *testing.T) {
 
 // A checkpoint's model.safetensors copied alone says its architecture: no --backbone or --image-size.
 func TestBareCheckpointWeightsDescribeTheModel(t *testing.T) {
-	d, err := service.Make(context.Background(), t.TempDir(), service.Options{Species: 2, PerClass: 1, Seed: 3})
+	d, err := service.Make(context.Background(), t.TempDir(), service.Options{Species: 2, PerClass: 1, Seed: 3, Reseed: torch.ManualSeed})
 	if err != nil {
 		t.Fatal(err)
 	}

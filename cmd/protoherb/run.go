@@ -49,6 +49,7 @@ repeats the run. --resume DIR continues the interrupted stage; Ctrl-C saves a ch
 				return err
 			}
 			opt.Log = cmd.OutOrStdout()
+			opt.Reseed = torch.ManualSeed
 			opt.Bar.Quiet = quiet
 			res, err := pipeline.Run(cmd.Context(), c, opt)
 			if err != nil {

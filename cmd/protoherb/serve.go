@@ -47,7 +47,7 @@ func newServeCmd() *cobra.Command {
 			torch.SetNumThreads(threads)
 			spec.Device = dev
 			if demo != "" && f.Model == "" {
-				d, err := service.Ensure(cmd.Context(), demo)
+				d, err := service.Ensure(cmd.Context(), demo, torch.ManualSeed)
 				if err != nil {
 					return err
 				}

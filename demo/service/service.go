@@ -32,6 +32,9 @@ type Options struct {
 	ImageSize int    // model input side (32)
 	Backbone  string // "" = conv4
 	Seed      uint64 // weights and images
+	// Reseed seeds the generator that initialises the model's random weights; Make calls it with
+	// Seed first (commands and tests pass torch.ManualSeed). nil leaves the generator as it is.
+	Reseed func(seed uint64) error
 	// ImageW, ImageH: the generated specimen JPEGs (160 × 240).
 	ImageW, ImageH int
 }
@@ -185,8 +188,10 @@ func (o *Options) defaults() {
 
 // randomModel saves a model of random weights (seeded) as a checkpoint under dir/run.
 func randomModel(dir string, o Options) (string, error) {
-	if err := torch.ManualSeed(o.Seed); err != nil {
-		return "", err
+	if o.Reseed != nil {
+		if err := o.Reseed(o.Seed); err != nil {
+			return "", fmt.Errorf("demo model: seed %d: %w", o.Seed, err)
+		}
 	}
 	backbone := o.Backbone
 	if backbone == "" {
@@ -202,9 +207,9 @@ func randomModel(dir string, o Options) (string, error) {
 }
 
 // Ensure returns the demo in dir, building it (24 species, 4 specimens each, 84-pixel
-// input, 320 × 480 sheets) when dir does not hold one yet.
-func Ensure(ctx context.Context, dir string) (*Demo, error) {
-	o := Options{Species: 24, PerClass: 4, ImageSize: 84, ImageW: 320, ImageH: 480, Seed: 1}
+// input, 320 × 480 sheets, seed 1 given to reseed) when dir does not hold one yet.
+func Ensure(ctx context.Context, dir string, reseed func(seed uint64) error) (*Demo, error) {
+	o := Options{Species: 24, PerClass: 4, ImageSize: 84, ImageW: 320, ImageH: 480, Seed: 1, Reseed: reseed}
 	d := &Demo{ImagesRoot: filepath.Join(dir, "images"), Prototypes: filepath.Join(dir, "prototypes.safetensors"),
 		Index: filepath.Join(dir, "train-embeddings.safetensors"), Model: filepath.Join(dir, "run", checkpoint.Name(0))}
 	if _, err := os.Stat(d.Index); err == nil {
