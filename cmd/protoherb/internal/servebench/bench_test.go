@@ -10,12 +10,13 @@ import (
 	"protoherb/demo/service"
 	"protoherb/imageio"
 	"protoherb/serve"
+	"protoherb/torch"
 )
 
 // bench serve's abusive mixes: the stalled mix runs its 130 stalled uploads next to the normal
 // load, which still gets every identification answered and loses no enrolment.
 func TestBenchStalledMix(t *testing.T) {
-	d, err := service.Make(context.Background(), t.TempDir(), service.Options{Species: 6, PerClass: 2, Seed: 7})
+	d, err := service.Make(context.Background(), t.TempDir(), service.Options{Species: 6, PerClass: 2, Seed: 7, Reseed: torch.ManualSeed})
 	if err != nil {
 		t.Fatal(err)
 	}
