@@ -183,6 +183,11 @@ func start(ctx context.Context, cfg Config, opt Options) (*runState, Result, err
 	if err := os.MkdirAll(cfg.RunDir, 0o755); err != nil {
 		return nil, Result{}, fmt.Errorf("run dir: %w", err)
 	}
+	if lead {
+		if cfg.Backbone, err = ownScript(cfg.Backbone, cfg.RunDir, opt.Resume); err != nil {
+			return nil, Result{}, err
+		}
+	}
 	pcg := rand.NewPCG(cfg.Seed, 0x7261696e)
 	rs := &runState{cfg: cfg, dev: dev, pcg: pcg, rng: rand.New(pcg), trainMode: !opt.evalNorm, dist: newDistRun(opt.Group)}
 	res, err := rs.build(ctx, opt)
