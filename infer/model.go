@@ -134,7 +134,7 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 // a run folder (its best checkpoint, else its latest), a weights file (safetensors, or a state
 // dict as PyTorch's torch.save writes it, .pth/.pt: nn.ReadWeights; the file's "config" metadata, as
 // checkpoints write it, or spec says the backbone and image size) or a TorchScript module
-// (torch.jit.save: spec says the image size and channels). Weights load strictly: see trainingOnly
+// (torch.jit.save: spec says the image size and channels). Weights load strictly: see nn.LoadTrained
 // for what may be left out.
 //
 // The architecture comes from spec where set, else from the checkpoint's run config, read
@@ -203,7 +203,7 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	// Classifier heads (a pretraining checkpoint's, torchvision's fc) and the training metric's
 	// temperature are not needed for embeddings. A TorchScript module brings its own weights.
 	if weights != nil {
-		if _, err := nn.LoadStrict(m.State(), weights, trainingOnly); err != nil {
+		if _, err := nn.LoadTrained(m.State(), weights, path); err != nil {
 			m.Close()
 			return nil, fmt.Errorf("model %s: %w", path, err)
 		}
@@ -237,12 +237,6 @@ func (s ModelSpec) chunk() int {
 // torch.save state dict (both are zip archives) by its content.
 func isTorchScript(path string) bool {
 	return strings.ToLower(filepath.Ext(path)) == ".torchscript" || nn.IsTorchScript(path)
-}
-
-// trainingOnly reports whether a tensor belongs to a part of a trained model that inference
-// leaves out: a classifier head (fc.*) or the episodic metric's temperature (metric.*).
-func trainingOnly(name string) bool {
-	return strings.HasPrefix(name, "fc.") || strings.HasPrefix(name, "metric.")
 }
 
 // fill sets the zero fields of s from a run config.

@@ -174,6 +174,22 @@ func StripModulePrefix(ts map[string]*torch.Tensor) bool {
 	return true
 }
 
+// TrainingOnly reports whether a tensor belongs to a part of a trained model that embedding
+// leaves out: a classifier head (fc.*) or the episodic metric's temperature (metric.*).
+func TrainingOnly(name string) bool {
+	return strings.HasPrefix(name, "fc.") || strings.HasPrefix(name, "metric.")
+}
+
+// LoadTrained loads a trained model's weights (read from the file or checkpoint from) into dst
+// for embedding, as every path that embeds does: a "module." prefix on every name is stripped
+// with a notice, then the weights load strictly (LoadStrict), leaving out TrainingOnly tensors.
+func LoadTrained(dst []Param, src map[string]*torch.Tensor, from string) (LoadReport, error) {
+	if StripModulePrefix(src) {
+		slog.Info("nn: every tensor name starts with \"module.\" (saved from DataParallel): prefix stripped", "file", from)
+	}
+	return LoadStrict(dst, src, TrainingOnly)
+}
+
 // LoadStrict copies src into dst by name: every tensor of dst must be in src, and every tensor of
 // src must be in dst unless ignore(name) says it belongs to a part the model leaves out (a
 // classifier head at inference, say). Otherwise the error names the missing and unexpected

@@ -274,7 +274,7 @@ func FewShot(ctx context.Context, o FewShotOptions) (FewShotResult, error) {
 		return FewShotResult{}, fmt.Errorf("fewshot: %s: %w", ckPath, err)
 	}
 	defer m.Close()
-	if _, err := nn.LoadInto(m.State(), ck.WeightMap(), false); err != nil {
+	if _, err := nn.LoadTrained(m.State(), ck.WeightMap(), ckPath); err != nil {
 		return FewShotResult{}, fmt.Errorf("fewshot: %s: %w", ckPath, err)
 	}
 	distance := cfg.Distance

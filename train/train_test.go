@@ -148,15 +148,21 @@ func TestEpisodicLossFallsAndFewShot(t *testing.T) {
 	}
 }
 
-func TestFewShotTriviallySeparable(t *testing.T) {
-	// Every class is one flat grey level: support and query images of a class are identical, so each
-	// query sits exactly on its prototype.
-	data := writeFolder(t, 6, 4, 16, func(c, i, x, y int) uint8 { return uint8(20 + 40*c) })
+// flatRun trains one episodic step on classes flat grey classes (every image of a class identical,
+// so each query sits exactly on its prototype) and returns the data and the run's config.
+func flatRun(t *testing.T, classes int) (string, Config) {
+	t.Helper()
+	data := writeFolder(t, classes, 4, 16, func(c, i, x, y int) uint8 { return uint8(20 + 40*c) })
 	cfg := tinyConfig(ModeEpisodic, data, filepath.Join(t.TempDir(), "run"))
 	cfg.Steps, cfg.EvalEvery, cfg.ValFrac, cfg.Way, cfg.Shot, cfg.Query = 1, 0, 0, 3, 1, 1
 	if _, err := seededRun(context.Background(), cfg, quiet); err != nil {
 		t.Fatal(err)
 	}
+	return data, cfg
+}
+
+func TestFewShotTriviallySeparable(t *testing.T) {
+	data, cfg := flatRun(t, 6)
 	fs, err := FewShot(context.Background(), FewShotOptions{Model: filepath.Join(cfg.RunDir, checkpoint.Name(1)), Data: data,
 		Format: "imagefolder", Ways: []int{2, 5}, Shots: []int{1, 3}, Query: 1, Episodes: 50, Seed: 3, Bar: quiet.Bar})
 	if err != nil {
