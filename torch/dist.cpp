@@ -7,6 +7,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #ifdef PROTOHERB_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -16,6 +17,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -167,6 +169,45 @@ char* pt_dist_average_grads(pt_group g, const pt_tensor* params, int n, int64_t 
   }
   allreduce(G(g), grads, c10d::ReduceOp(c10d::ReduceOp::SUM), true, bucket_bytes);
   END
+}
+
+char* pt_dist_reducer_new(pt_group g, const pt_tensor* params, int n, int64_t bucket_bytes, pt_reducer* out) {
+  BEGIN
+  *out = nullptr;
+  // Reversed: backward produces the last layers' gradients first, so they fill the first bucket.
+  std::vector<at::Tensor> ps;
+  std::vector<int64_t> order;
+  std::unordered_map<size_t, std::string> names;
+  for (int i = n - 1; i >= 0; i--) {
+    at::Tensor& p = pt::T(params[i]);
+    if (!p.requires_grad()) continue;
+    names[ps.size()] = "parameter " + std::to_string(i);
+    order.push_back((int64_t)ps.size());
+    ps.push_back(p);
+  }
+  if (ps.empty()) return nullptr;
+  std::vector<size_t> limits{(size_t)c10d::kDefaultFirstBucketBytes, (size_t)bucket_bytes};
+  auto assigned = c10d::compute_bucket_assignment_by_size(ps, limits, std::vector<bool>(ps.size(), false), order);
+  // find_unused_parameters: a parameter the loss does not reach (on some rank) counts as zeros
+  // there instead of stalling the bucket; gradient_as_bucket_view off: .grad stays the parameter's own.
+  *out = new c10d::Reducer(ps, std::get<0>(assigned), std::get<1>(assigned), G(g).pg, std::vector<bool>(ps.size(), false),
+                           bucket_bytes, /*find_unused_parameters=*/true, /*gradient_as_bucket_view=*/false, names,
+                           c10d::kDefaultFirstBucketBytes);
+  END
+}
+
+char* pt_dist_reducer_prepare(pt_reducer r, pt_tensor loss) {
+  BEGIN
+  static_cast<c10d::Reducer*>(r)->prepare_for_backward({pt::T(loss)});
+  END
+}
+
+void pt_dist_reducer_free(pt_reducer r) {
+  try {
+    delete static_cast<c10d::Reducer*>(r);
+  } catch (...) {
+    // ~Reducer may throw (it removes its hooks); nothing is left to undo.
+  }
 }
 
 char* pt_dist_barrier(pt_group g) {

@@ -1,6 +1,7 @@
 package torch
 
 /*
+#cgo CXXFLAGS: -isystem ${SRCDIR}/internal/c10dcompat
 #include <stdlib.h>
 #include "dist.h"
 */
@@ -182,4 +183,61 @@ func (g *Group) StoreAdd(key string, delta int64) (int64, error) {
 	var v C.int64_t
 	err := cerr("store_add "+key, C.pt_dist_store_add(g.g, ck, C.int64_t(delta), &v))
 	return int64(v), err
+}
+
+// Reducer is c10d's Reducer, the engine of PyTorch DDP: it averages the gradients of a fixed set of
+// parameters across the group while backward runs. Hooks on the parameters' gradient accumulators
+// copy each gradient into its bucket as backward produces it (last layers first) and start the
+// bucket's all-reduce once the bucket is full; the autograd engine's final callback waits for every
+// bucket and writes the averages back, so when Backward returns the gradients are averaged. Arm it
+// with Prepare before every backward of those parameters; every rank must then run that backward.
+type Reducer struct {
+	r C.pt_reducer
+	g *Group
+}
+
+// NewReducer registers the hooks on the parameters of params that require a gradient, bucketed as
+// DDP does (a first bucket of 1 MiB, then bucketBytes; <= 0: DefaultBucketBytes). It returns nil and
+// no error when none requires a gradient. The group must outlive the reducer.
+func (g *Group) NewReducer(params []*Tensor, bucketBytes int64) (*Reducer, error) {
+	hs, err := g.handles("reducer", params)
+	if err != nil || len(hs) == 0 {
+		return nil, err
+	}
+	if bucketBytes <= 0 {
+		bucketBytes = DefaultBucketBytes
+	}
+	var r C.pt_reducer
+	if err := cerr("reducer", C.pt_dist_reducer_new(g.g, &hs[0], C.int(len(hs)), C.int64_t(bucketBytes), &r)); err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, nil
+	}
+	red := &Reducer{r: r, g: g}
+	runtime.SetFinalizer(red, (*Reducer).Close)
+	return red, nil
+}
+
+// Prepare arms the reducer for the next backward from loss: the parameters loss does not reach
+// count as zeros on this rank (as DDP's find_unused_parameters).
+func (r *Reducer) Prepare(loss *Tensor) error {
+	if r.r == nil {
+		return &Error{Op: "reducer_prepare", Msg: "reducer closed"}
+	}
+	if err := loss.Err(); err != nil {
+		return fmt.Errorf("reducer_prepare: %w", err)
+	}
+	err := cerr("reducer_prepare", C.pt_dist_reducer_prepare(r.r, loss.h))
+	runtime.KeepAlive(loss)
+	return err
+}
+
+// Close removes the hooks.
+func (r *Reducer) Close() {
+	if r.r != nil {
+		C.pt_dist_reducer_free(r.r)
+		r.r = nil
+		runtime.SetFinalizer(r, nil)
+	}
 }

@@ -39,6 +39,21 @@ char* pt_dist_allreduce(pt_group g, const pt_tensor* ts, int n, int op, int aver
 // does; a parameter without a gradient contributes zeros (and gets them).
 char* pt_dist_average_grads(pt_group g, const pt_tensor* params, int n, int64_t bucket_bytes);
 
+// pt_reducer is c10d's Reducer, the engine of PyTorch DDP: hooks on the parameters' gradient
+// accumulators copy each gradient into its bucket as backward produces it and start the bucket's
+// all-reduce as soon as the bucket is full, so communication overlaps the rest of backward; the
+// autograd engine's final callback waits for every bucket and writes the averaged gradients back.
+typedef void* pt_reducer;
+
+// pt_dist_reducer_new registers the hooks on the n parameters (those that require a gradient),
+// bucketed in reverse order (the order backward reaches them): a first bucket of 1 MiB, then
+// buckets of bucket_bytes. *out is NULL when no parameter requires a gradient.
+char* pt_dist_reducer_new(pt_group g, const pt_tensor* params, int n, int64_t bucket_bytes, pt_reducer* out);
+// pt_dist_reducer_prepare arms the hooks for the next backward from loss (which must be called,
+// on every rank, before the next prepare); parameters loss does not reach count as zeros.
+char* pt_dist_reducer_prepare(pt_reducer r, pt_tensor loss);
+void pt_dist_reducer_free(pt_reducer r);
+
 char* pt_dist_barrier(pt_group g);
 
 // pt_dist_store_add adds delta to the store's counter key and returns its new value.

@@ -180,11 +180,50 @@ func distCollectives(t *testing.T, g *Group) {
 	expect(t, "grad w", w.Grad(), 1.5, 1.5)
 	expect(t, "grad v", v.Grad(), 0.5)
 
+	distReducer(t, g)
+
 	if err := g.Barrier(); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := g.StoreAdd("joined", 1); err != nil || n < 1 || n > 2 {
 		t.Fatalf("store add: %d, %v", n, err)
+	}
+}
+
+// distReducer checks c10d's Reducer over two steps: when Backward returns, the gradients are the
+// mean over ranks, a parameter one rank's loss does not reach counting as zeros there.
+func distReducer(t *testing.T, g *Group) {
+	r := float64(g.Rank())
+	w := FromFloat32(nil, []float32{1, 2}, 2).SetRequiresGrad(true)
+	v := FromFloat32(nil, []float32{5}, 1).SetRequiresGrad(true)
+	frozen := FromFloat32(nil, []float32{7}, 1)
+	defer w.Free()
+	defer v.Free()
+	defer frozen.Free()
+	red, err := g.NewReducer([]*Tensor{w, frozen, v}, 8)
+	if err != nil || red == nil {
+		t.Fatalf("reducer: %v, %v", red, err)
+	}
+	defer red.Close()
+	for step := 1.0; step <= 2; step++ {
+		for _, p := range []*Tensor{w, v} {
+			if err := p.ZeroGrad(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		loss := w.MulScalar(step * (r + 1)).Sum(false).Add(frozen.Sum(false))
+		if g.Rank() == 1 {
+			loss = loss.Add(v.MulScalar(step).Sum(false))
+		}
+		if err := red.Prepare(loss); err != nil {
+			t.Fatal(err)
+		}
+		if err := loss.Backward(); err != nil {
+			t.Fatal(err)
+		}
+		loss.Free()
+		expect(t, "reduced grad w", w.Grad(), 1.5*step, 1.5*step)
+		expect(t, "reduced grad v", v.Grad(), 0.5*step)
 	}
 }
 

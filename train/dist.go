@@ -16,16 +16,21 @@ import (
 // distRun is the data-parallel side of a run, with PyTorch DDP's semantics: rank 0's starting state
 // (fresh, --init or resumed) is broadcast; every rank draws the whole step from the run's generator
 // and takes its share (images of a batch, episodes of a step); the loss and the gradients are
-// averaged across ranks every step (gradients in buckets), so a step is the same whatever the world
+// averaged across ranks every step (gradients in buckets, all-reduced during backward by c10d's
+// Reducer, or after it where the Reducer cannot be built), so a step is the same whatever the world
 // size; rank 0 alone validates and writes. Every rank votes at every step whether to stop, so an
 // interruption of any rank stops them all at the same step. Batch norm keeps per-rank statistics.
 //
 // A collective that fails (a rank died) or times out (a rank hangs) ends the run with an error
 // naming the silent ranks, found from heartbeats each rank keeps in the job's store.
 type distRun struct {
-	g        *torch.Group
-	stopBeat context.CancelFunc
-	beating  sync.WaitGroup
+	g *torch.Group
+	// reducer overlaps the gradients' all-reduce with backward; built at the first step, nil (with
+	// afterBackward set) where libtorch refuses it: then the gradients are averaged after backward.
+	reducer       *torch.Reducer
+	afterBackward bool
+	stopBeat      context.CancelFunc
+	beating       sync.WaitGroup
 }
 
 // heartbeat is how often a rank bumps its counter in the store; silence is judged over silentAfter.
@@ -46,6 +51,9 @@ func newDistRun(g *torch.Group) *distRun {
 }
 
 func (d *distRun) close() {
+	if d.reducer != nil {
+		d.reducer.Close()
+	}
 	d.stopBeat()
 	d.beating.Wait()
 }
@@ -148,6 +156,29 @@ func (d *distRun) meanLoss(v float64) (float64, error) {
 		return v, d.fault("averaging the loss", err)
 	}
 	return t.Item()
+}
+
+// prepare arms the overlapped all-reduce of ps's gradients for the backward of loss, building the
+// Reducer at the first call (ps must stay the same for the run). It reports whether backward will
+// average the gradients; when not, averageGrads must after it. The Reducer's construction involves
+// no other rank and fails (if at all) on every rank alike, as the ranks hold the same model.
+func (d *distRun) prepare(ps []*torch.Tensor, loss *torch.Tensor) (bool, error) {
+	if d.afterBackward {
+		return false, nil
+	}
+	if d.reducer == nil {
+		r, err := d.g.NewReducer(ps, torch.DefaultBucketBytes)
+		if err != nil || r == nil {
+			slog.Warn("train: the gradients' all-reduce cannot overlap backward here: averaging them after backward", "err", err)
+			d.afterBackward = true
+			return false, nil
+		}
+		d.reducer = r
+	}
+	if err := d.reducer.Prepare(loss); err != nil {
+		return false, d.fault("preparing the gradients' all-reduce", err)
+	}
+	return true, nil
 }
 
 // averageGrads averages the gradients of ps over the ranks.

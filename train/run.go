@@ -716,10 +716,19 @@ func (rs *runState) backward(loss *torch.Tensor) (float64, error) {
 	if err := rs.opt.ZeroGrad(); err != nil {
 		return v, err
 	}
+	overlapped := false
+	if rs.dist != nil {
+		if overlapped, err = rs.dist.prepare(rs.trainable(), loss); err != nil {
+			return v, err
+		}
+	}
 	if err := loss.Backward(); err != nil {
+		if overlapped {
+			return v, rs.dist.fault("averaging the gradients during backward", err)
+		}
 		return v, err
 	}
-	if rs.dist != nil {
+	if rs.dist != nil && !overlapped {
 		if err := rs.dist.averageGrads(rs.trainable()); err != nil {
 			return v, err
 		}
