@@ -148,8 +148,9 @@ func singleRun(t *testing.T, j ddpJob) Result {
 	return res
 }
 
-// sameWeights checks every tensor of two runs' newest checkpoints: max|Δw| <= 1e-4·max|w|.
-func sameWeights(t *testing.T, dirA, dirB string) {
+// sameWeights checks every tensor of two runs' newest checkpoints: max|Δw| <= rel·max|w|, with
+// rel 0 asking for identical weights.
+func sameWeights(t *testing.T, dirA, dirB string, rel float64) {
 	t.Helper()
 	a, _, err := checkpoint.LoadLatest(dirA)
 	if err != nil {
@@ -183,8 +184,8 @@ func sameWeights(t *testing.T, dirA, dirB string) {
 			maxW = math.Max(maxW, math.Abs(xa[i]))
 			maxD = math.Max(maxD, math.Abs(xa[i]-xb[i]))
 		}
-		if maxD > 1e-4*maxW {
-			t.Errorf("%s: max |Δw| %.3g > 1e-4 × max |w| %.3g", name, maxD, maxW)
+		if maxD > rel*maxW {
+			t.Errorf("%s: max |Δw| %.3g > %g × max |w| %.3g (%s against %s)", name, maxD, rel, maxW, dirA, dirB)
 		}
 	}
 }
@@ -217,7 +218,7 @@ func TestDDPTwoRanksMatchOneProcess(t *testing.T) {
 					t.Errorf("step %d: the ranks report losses %.9g and %.9g", i+1, l, res[1].Losses[i])
 				}
 			}
-			sameWeights(t, one.RunDir, two.RunDir)
+			sameWeights(t, one.RunDir, two.RunDir, 1e-4)
 
 			// Resume: rank 1 alone is interrupted during step 8; both stop at the next vote, after
 			// step 8, rank 0 saves, and the resumed 2-rank run continues bit-exactly.
@@ -244,33 +245,8 @@ func TestDDPTwoRanksMatchOneProcess(t *testing.T) {
 					t.Errorf("step %d: resumed loss %.9g, uninterrupted %.9g", 9+i, l, res[0].Losses[8+i])
 				}
 			}
-			sameWeightsExact(t, two.RunDir, cut.RunDir)
+			sameWeights(t, two.RunDir, cut.RunDir, 0)
 		})
-	}
-}
-
-// sameWeightsExact checks two runs' newest checkpoints hold identical weights.
-func sameWeightsExact(t *testing.T, dirA, dirB string) {
-	t.Helper()
-	a, _, err := checkpoint.LoadLatest(dirA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Free()
-	b, _, err := checkpoint.LoadLatest(dirB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Free()
-	wb := b.WeightMap()
-	for name, ta := range a.WeightMap() {
-		xa, _ := ta.ToDType(torch.Float64).Float64s()
-		xb, _ := wb[name].ToDType(torch.Float64).Float64s()
-		for i := range xa {
-			if xa[i] != xb[i] {
-				t.Fatalf("%s[%d]: %v after resuming, %v uninterrupted", name, i, xb[i], xa[i])
-			}
-		}
 	}
 }
 
