@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -84,31 +85,11 @@ func openCSV(path, split string) (*Dataset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading the header: %w", file, err)
 	}
-	col := map[string]int{}
-	for i, h := range header {
-		col[strings.ToLower(strings.TrimSpace(h))] = i
+	c, err := csvColumns(header)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	pathCol, labelCol := -1, -1
-	leaf := false
-	if i, ok := col["path"]; ok {
-		pathCol = i
-	} else if i, ok := col["file"]; ok {
-		pathCol = i
-	} else if i, ok := col["id"]; ok {
-		pathCol, leaf = i, true
-	} else {
-		return nil, fmt.Errorf("%s: header needs a path (or id) column, has %q", file, header)
-	}
-	for _, name := range []string{"label", "species", "class"} {
-		if i, ok := col[name]; ok {
-			labelCol = i
-			break
-		}
-	}
-	splitCol, ok := col["split"]
-	if !ok {
-		splitCol = -1
-	}
+	pathCol, labelCol, splitCol, leaf := c.path, c.label, c.split, c.leaf
 	d := &Dataset{Root: base, Format: FormatCSV, Split: split}
 	classOf := map[string]int{}
 	var names []string
@@ -162,30 +143,7 @@ func openCSV(path, split string) (*Dataset, error) {
 		}
 		rows = append(rows, rw)
 	}
-	// Classes in sorted order of name (numeric names in numeric order), IDs = the name when numeric.
-	numeric := true
-	for _, n := range names {
-		if _, err := strconv.ParseInt(n, 10, 64); err != nil {
-			numeric = false
-			break
-		}
-	}
-	slices.SortFunc(names, func(a, b string) int {
-		if numeric {
-			x, _ := strconv.ParseInt(a, 10, 64)
-			y, _ := strconv.ParseInt(b, 10, 64)
-			return int(x - y)
-		}
-		return strings.Compare(a, b)
-	})
-	for i, n := range names {
-		classOf[n] = i
-		id := int64(i)
-		if numeric {
-			id, _ = strconv.ParseInt(n, 10, 64)
-		}
-		d.Classes = append(d.Classes, Class{ID: id, Name: n})
-	}
+	d.Classes = numberClasses(names, classOf)
 	splits := map[string]int{}
 	for _, rw := range rows {
 		splits[rw.split]++
@@ -202,6 +160,71 @@ func openCSV(path, split string) (*Dataset, error) {
 		return nil, fmt.Errorf("%s: no row of split %q (the split column has %v)", file, split, splits)
 	}
 	return d, nil
+}
+
+// csvCols are the columns of a CSV dataset: the image (path, file, or leaf99's id), the label
+// (label, species or class; -1 when absent) and the split (-1 when absent).
+type csvCols struct {
+	path, label, split int
+	leaf               bool // the path column holds leaf99 ids: images/<id>.jpg
+}
+
+// csvColumns finds a CSV dataset's columns by header name, ignoring case and spaces.
+func csvColumns(header []string) (csvCols, error) {
+	col := map[string]int{}
+	for i, h := range header {
+		col[strings.ToLower(strings.TrimSpace(h))] = i
+	}
+	c := csvCols{path: -1, label: -1, split: -1}
+	if i, ok := col["path"]; ok {
+		c.path = i
+	} else if i, ok := col["file"]; ok {
+		c.path = i
+	} else if i, ok := col["id"]; ok {
+		c.path, c.leaf = i, true
+	} else {
+		return c, fmt.Errorf("header needs a path (or id) column, has %q", header)
+	}
+	for _, name := range []string{"label", "species", "class"} {
+		if i, ok := col[name]; ok {
+			c.label = i
+			break
+		}
+	}
+	if i, ok := col["split"]; ok {
+		c.split = i
+	}
+	return c, nil
+}
+
+// numberClasses sorts the class names (numeric names in numeric order), records each name's index
+// in classOf and returns the classes, whose IDs are their names when every name is numeric.
+func numberClasses(names []string, classOf map[string]int) []Class {
+	numeric := true
+	for _, n := range names {
+		if _, err := strconv.ParseInt(n, 10, 64); err != nil {
+			numeric = false
+			break
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if numeric {
+			x, _ := strconv.ParseInt(a, 10, 64)
+			y, _ := strconv.ParseInt(b, 10, 64)
+			return cmp.Compare(x, y)
+		}
+		return strings.Compare(a, b)
+	})
+	classes := make([]Class, 0, len(names))
+	for i, n := range names {
+		classOf[n] = i
+		id := int64(i)
+		if numeric {
+			id, _ = strconv.ParseInt(n, 10, 64)
+		}
+		classes = append(classes, Class{ID: id, Name: n})
+	}
+	return classes
 }
 
 // openOmniglot reads Omniglot in its original layout. With splits/vinyals/<split>.txt, every line
