@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -467,5 +468,56 @@ func TestOmniglotThroughLoader(t *testing.T) {
 				t.Fatalf("rot090 mismatch at (%d,%d)", x, y)
 			}
 		}
+	}
+}
+
+// TestFitLetterbox: Fit keeps the whole image and its aspect. A 100×40 image of grey 200 with a
+// dark 20×20 square in its middle, fitted to 50 px, fills rows 15–34 (40 × 0.5 = 20 rows, centred),
+// the rows above and below padded with the border's 200, and the square lands in the middle at
+// 10×10; the centre crop instead fills every row with the image.
+func TestFitLetterbox(t *testing.T) {
+	m := image.NewGray(image.Rect(0, 0, 100, 40))
+	for i := range m.Pix {
+		m.Pix[i] = 200
+	}
+	for y := 10; y < 30; y++ {
+		for x := 40; x < 60; x++ {
+			m.Pix[y*100+x] = 20
+		}
+	}
+	b := encPNG(t, m)
+	p, err := NewProcessor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	crop, c, err := p.Crop(b, &Transform{Size: 50, Fit: true}, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != 1 {
+		t.Fatalf("channels %d, want 1", c)
+	}
+	at := func(x, y int) uint8 { return crop[y*50+x] }
+	for _, y := range []int{0, 14, 35, 49} {
+		for x := 0; x < 50; x++ {
+			if at(x, y) != 200 {
+				t.Fatalf("pad row %d, column %d: %d, want the border's 200", y, x, at(x, y))
+			}
+		}
+	}
+	if at(25, 25) != 20 || at(21, 21) != 20 || at(28, 28) != 20 || at(18, 25) != 200 || at(32, 25) != 200 {
+		t.Errorf("square: centre %d, corners %d %d, outside %d %d", at(25, 25), at(21, 21), at(28, 28), at(18, 25), at(32, 25))
+	}
+	// Augmented fits stay deterministic for a seed and keep the image inside the zoom range.
+	tf := Transform{Size: 50, Fit: true, RandomCrop: true}
+	a1, _, _ := p.Crop(b, &tf, rand.New(rand.NewPCG(3, 0)), 0)
+	a1 = append([]uint8(nil), a1...)
+	a2, _, _ := p.Crop(b, &tf, rand.New(rand.NewPCG(3, 0)), 0)
+	if !bytes.Equal(a1, a2) {
+		t.Error("augmented fit differs for the same seed")
+	}
+	if _, _, err := p.Crop(b, &Transform{Size: 50, Fit: true, Zoom: [2]float64{2, 1}}, nil, 0); err == nil {
+		t.Error("zoom range [2, 1] accepted")
 	}
 }

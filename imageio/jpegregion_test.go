@@ -31,9 +31,14 @@ func fullCrop(t *testing.T, b []byte, tf *Transform, seed uint64) []uint8 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]uint8, tt.Size*tt.Size*m.C)
-	p.rs.Resample(m, pl.box.Scaled(float64(m.W)/float64(w), float64(m.H)/float64(h)), tt.Size, tt.Size, out)
-	return out
+	p.crop = grow(p.crop, tt.Size*tt.Size*m.C)
+	box := pl.box.Scaled(float64(m.W)/float64(w), float64(m.H)/float64(h))
+	if box.X0 >= 0 && box.Y0 >= 0 && box.X1 <= float64(m.W) && box.Y1 <= float64(m.H) {
+		p.rs.Resample(m, box, tt.Size, tt.Size, p.crop)
+	} else {
+		p.resamplePadded(m, box, tt.Size)
+	}
+	return append([]uint8(nil), p.crop...)
 }
 
 func grayOf(m *image.RGBA) *image.Gray {
@@ -97,6 +102,9 @@ func TestRegionDecodeMatchesFullDecode(t *testing.T) {
 			{Size: 84},
 			{Size: 56, RandomCrop: true},
 			{Size: 32, RandomCrop: true, Scale: [2]float64{0.01, 0.05}},
+			{Size: 84, Fit: true},
+			{Size: 56, Fit: true, RandomCrop: true},
+			{Size: 40, Fit: true, RandomCrop: true, Zoom: [2]float64{0.3, 0.6}, Shift: 0.3},
 		} {
 			for seed := uint64(0); seed < 3; seed++ {
 				got, _, err := p.Crop(b, &tf, rand.New(rand.NewPCG(seed, 0)), 0)

@@ -2,6 +2,7 @@ package imageio
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 )
 
@@ -13,6 +14,7 @@ type Processor struct {
 	rs   Resampler
 	pix  []uint8
 	crop []uint8
+	sub  []uint8 // the inside part of a padded crop
 	// DecodeWhole decodes whole images at the chosen DCT scale instead of only the rows and
 	// columns the crop reads (the same pixels, slower; for comparisons).
 	DecodeWhole bool
@@ -84,8 +86,87 @@ func (p *Processor) crop1(b []byte, m *Image, t *Transform, r *rand.Rand, maxPix
 	}
 	n := t.Size * t.Size * m.C
 	p.crop = grow(p.crop, n)
-	p.rs.Resample(m, box, t.Size, t.Size, p.crop)
+	if box.X0 >= 0 && box.Y0 >= 0 && box.X1 <= float64(m.W) && box.Y1 <= float64(m.H) {
+		p.rs.Resample(m, box, t.Size, t.Size, p.crop)
+	} else {
+		p.resamplePadded(m, box, t.Size)
+	}
 	return p.crop, m.C, pl, nil
+}
+
+// resamplePadded writes the box of m, which reaches outside it (a letterbox), as size x size pixels
+// into p.crop: the part inside m resampled into its place, the rest the mean colour of the edges it overhangs.
+func (p *Processor) resamplePadded(m *Image, box Box, size int) {
+	c := m.C
+	fill := borderColour(m, box)
+	for i := 0; i < size*size; i++ {
+		copy(p.crop[i*c:(i+1)*c], fill[:c])
+	}
+	sx, sy := float64(size)/(box.X1-box.X0), float64(size)/(box.Y1-box.Y0)
+	ox0, ox1 := insideSpan(box.X0, box.X1, float64(m.W), sx, size)
+	oy0, oy1 := insideSpan(box.Y0, box.Y1, float64(m.H), sy, size)
+	ow, oh := ox1-ox0, oy1-oy0
+	if ow <= 0 || oh <= 0 {
+		return
+	}
+	// The source box of exactly those output pixels (it may overhang m by under half a pixel,
+	// which the filter clamps).
+	in := Box{box.X0 + float64(ox0)/sx, box.Y0 + float64(oy0)/sy, box.X0 + float64(ox1)/sx, box.Y0 + float64(oy1)/sy}
+	p.sub = grow(p.sub, ow*oh*c)
+	p.rs.Resample(m, in, ow, oh, p.sub)
+	for y := 0; y < oh; y++ {
+		copy(p.crop[((oy0+y)*size+ox0)*c:], p.sub[y*ow*c:(y+1)*ow*c])
+	}
+}
+
+// insideSpan is the range of output pixels [o0, o1) whose centres fall inside [0, limit) of the
+// source axis, for a box [b0, b1) drawn at scale s output pixels per source pixel.
+func insideSpan(b0, b1, limit, s float64, size int) (int, int) {
+	o0 := int(math.Round(max(0-b0, 0) * s))
+	o1 := int(math.Round((min(b1, limit) - b0) * s))
+	return min(max(o0, 0), size), min(max(o1, 0), size)
+}
+
+// borderColour is the mean colour of the stretches of m's edges beside the parts of the box that
+// overhang it (the image's own edges, in a region decode too): the background a letterbox continues (paper for a sheet, black for a scan).
+func borderColour(m *Image, box Box) [3]uint8 {
+	c := m.C
+	var sum [3]int
+	n := 0
+	add := func(x0, y0, x1, y1 int) {
+		for y := y0; y < y1; y++ {
+			for x := x0; x < x1; x++ {
+				i := (y*m.W + x) * c
+				for k := 0; k < c; k++ {
+					sum[k] += int(m.Pix[i+k])
+				}
+				n++
+			}
+		}
+	}
+	// The stretch of each edge beside the box (the same pixels in a region decode as in the whole).
+	x0, x1 := int(math.Floor(max(box.X0, 0))), int(math.Ceil(min(box.X1, float64(m.W))))
+	y0, y1 := int(math.Floor(max(box.Y0, 0))), int(math.Ceil(min(box.Y1, float64(m.H))))
+	if x1 <= x0 || y1 <= y0 { // the box misses the image: its whole border
+		x0, x1, y0, y1 = 0, m.W, 0, m.H
+	}
+	if box.X0 < 0 {
+		add(0, y0, 1, y1)
+	}
+	if box.X1 > float64(m.W) {
+		add(m.W-1, y0, m.W, y1)
+	}
+	if box.Y0 < 0 {
+		add(x0, 0, x1, 1)
+	}
+	if box.Y1 > float64(m.H) {
+		add(x0, m.H-1, x1, m.H)
+	}
+	var out [3]uint8
+	for k := 0; k < c && n > 0; k++ {
+		out[k] = uint8((sum[k] + n/2) / n)
+	}
+	return out
 }
 
 // decodeFor decodes what the plan's crop box needs of the w x h image b: for a whole baseline or

@@ -29,6 +29,14 @@ type Transform struct {
 	// defaults [0.08, 1] and [3/4, 4/3]) instead of the centre crop.
 	RandomCrop   bool
 	Scale, Ratio [2]float64
+	// Fit keeps the whole image and its aspect: the longer side is resized to Size and the image
+	// centred on a square padded with the mean colour of its border (a letterbox), instead of the
+	// centre crop that cuts the ends off long leaves and sheets. With RandomCrop the square is
+	// zoomed by a log-uniform factor in Zoom (default [0.8, 1.25]) and shifted by up to Shift of
+	// its side (default 0.1) each way, instead of the random resized crop.
+	Fit   bool
+	Zoom  [2]float64
+	Shift float64
 	// HFlip flips horizontally with probability 1/2; Rot90 rotates by a random multiple of 90 degrees.
 	HFlip, Rot90 bool
 	Jitter       ColorJitter
@@ -63,6 +71,15 @@ func (t Transform) withDefaults() (Transform, error) {
 	if t.Ratio == [2]float64{} {
 		t.Ratio = [2]float64{3.0 / 4, 4.0 / 3}
 	}
+	if t.Zoom == [2]float64{} {
+		t.Zoom = [2]float64{0.8, 1.25}
+	}
+	if t.Shift == 0 {
+		t.Shift = 0.1
+	}
+	if t.Zoom[0] <= 0 || t.Zoom[1] < t.Zoom[0] || t.Shift < 0 {
+		return t, fmt.Errorf("transform: zoom %v or shift %g out of range", t.Zoom, t.Shift)
+	}
 	if t.Mean == nil {
 		if t.Channels == 3 {
 			t.Mean, t.Std = ImageNetMean, ImageNetStd
@@ -94,9 +111,12 @@ type plan struct {
 func (t *Transform) makePlan(w, h int, r *rand.Rand) plan {
 	var p plan
 	fw, fh := float64(w), float64(h)
-	if t.RandomCrop {
+	switch {
+	case t.Fit:
+		p.box = t.fitBox(fw, fh, r)
+	case t.RandomCrop:
 		p.box = randomCrop(fw, fh, t.Scale, t.Ratio, r)
-	} else {
+	default:
 		side := math.Min(fw, fh) * float64(t.Size) / float64(t.Resize)
 		x0, y0 := (fw-side)/2, (fh-side)/2
 		p.box = Box{x0, y0, x0 + side, y0 + side}
@@ -118,6 +138,19 @@ func (t *Transform) makePlan(w, h int, r *rand.Rand) plan {
 	p.con = draw(t.Jitter.Contrast)
 	p.sat = draw(t.Jitter.Saturation)
 	return p
+}
+
+// fitBox is the letterbox square of a w x h image (centred, side the longer side), zoomed and
+// shifted at random when the transform augments. Parts of it lie outside the image: they are padded.
+func (t *Transform) fitBox(w, h float64, r *rand.Rand) Box {
+	side, cx, cy := math.Max(w, h), w/2, h/2
+	if t.RandomCrop {
+		lz0, lz1 := math.Log(t.Zoom[0]), math.Log(t.Zoom[1])
+		side *= math.Exp(lz0 + (lz1-lz0)*r.Float64())
+		cx += side * t.Shift * (2*r.Float64() - 1)
+		cy += side * t.Shift * (2*r.Float64() - 1)
+	}
+	return Box{cx - side/2, cy - side/2, cx + side/2, cy + side/2}
 }
 
 // randomCrop follows torchvision's RandomResizedCrop: ten tries at a random area and log-uniform

@@ -48,6 +48,10 @@ type ModelSpec struct {
 	Invert bool
 	// Mean and Std normalise each input channel (nil: ImageNet's for 3 channels, none for 1).
 	Mean, Std []float32
+	// Fit: the whole image at its aspect, padded (imageio.Transform.Fit; train's fit).
+	Fit bool
+	// FlipTTA averages the embeddings of each image and its mirror image (train's flip-tta).
+	FlipTTA bool
 	// Chunk is the most images per libtorch forward call (0 = the whole batch; negative = auto: 4
 	// for Conv-4 on CPU, else the whole batch). On CPU a few images
 	// at a time keep the activations in cache: Conv-4 at 84 px costs ~2 ms per image in chunks of
@@ -63,6 +67,8 @@ type ModelEmbedder struct {
 	dev   torch.Device
 	// Chunk is the most images per forward call (0 = all at once).
 	Chunk int
+	// FlipTTA averages each image's embedding with its mirror image's (test-time augmentation).
+	FlipTTA bool
 }
 
 // NewModelEmbedder wraps a built model; the caller keeps ownership of m (Close it after the
@@ -114,12 +120,16 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 		defer sc.Close()
 		for i := 0; i < n && err == nil; i += chunk {
 			m := min(chunk, n-i)
-			in := torch.FromFloat32(sc, x[i*per:(i+m)*per], int64(m), int64(c), int64(s), int64(s))
-			if e.dev != torch.CPU {
-				in = in.ToDevice(e.dev)
-			}
 			var v []float32
-			v, err = e.model.Embed(in, false).Float32s()
+			v, err = e.forward(sc, x[i*per:(i+m)*per], m, c, s)
+			if err == nil && e.FlipTTA {
+				var f []float32
+				if f, err = e.forward(sc, mirror(x[i*per:(i+m)*per], s), m, c, s); err == nil {
+					for k := range v {
+						v[k] = (v[k] + f[k]) / 2
+					}
+				}
+			}
 			out = append(out, v...)
 			sc.Reset()
 		}
@@ -128,6 +138,26 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 		return nil, fmt.Errorf("embed %d images: %w", n, err)
 	}
 	return out, nil
+}
+
+// forward embeds m images of c×s×s.
+func (e *ModelEmbedder) forward(sc *torch.Scope, x []float32, m, c, s int) ([]float32, error) {
+	in := torch.FromFloat32(sc, x, int64(m), int64(c), int64(s), int64(s))
+	if e.dev != torch.CPU {
+		in = in.ToDevice(e.dev)
+	}
+	return e.model.Embed(in, false).Float32s()
+}
+
+// mirror returns images (…×s×s planes) flipped left to right.
+func mirror(x []float32, s int) []float32 {
+	out := make([]float32, len(x))
+	for r := 0; r < len(x); r += s {
+		for j := 0; j < s; j++ {
+			out[r+j] = x[r+s-1-j]
+		}
+	}
+	return out
 }
 
 // LoadModel loads a trained model for inference. path is a checkpoint folder (with state.json),
@@ -139,7 +169,7 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 //
 // The architecture comes from spec where set, else from the checkpoint's run config, read
 // leniently: keys backbone (or model), image_size (or size), in_channels (or channels),
-// embed_dim, l2_norm, invert and resize (package train's names), at the top level or inside a
+// embed_dim, l2_norm, invert, resize, fit and flip_tta (package train's names), at the top level or inside a
 // "model" object.
 func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	var weights map[string]*torch.Tensor
@@ -209,12 +239,12 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		}
 	}
 	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert,
-		Mean: spec.Mean, Std: spec.Std}
+		Mean: spec.Mean, Std: spec.Std, Fit: spec.Fit}
 	if tf.Channels == 0 {
 		tf.Channels = 3
 	}
 	e := NewModelEmbedder(m, tf)
-	e.Chunk = spec.chunk()
+	e.Chunk, e.FlipTTA = spec.chunk(), spec.FlipTTA
 	return e, nil
 }
 
@@ -277,6 +307,17 @@ func (s *ModelSpec) fill(raw json.RawMessage) error {
 	if s.Resize == 0 {
 		s.Resize = num(look("resize"))
 	}
+	flag := func(keys ...string) bool {
+		switch v := look(keys...).(type) {
+		case bool:
+			return v
+		case string:
+			return v == "true"
+		}
+		return false
+	}
+	s.Fit = s.Fit || flag("fit")
+	s.FlipTTA = s.FlipTTA || flag("flip_tta", "fliptta")
 	switch v := look("invert").(type) {
 	case bool:
 		s.Invert = s.Invert || v

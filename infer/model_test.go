@@ -1,6 +1,7 @@
 package infer
 
 import (
+	"math"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -142,5 +143,49 @@ func TestLoadModelTorchvisionDataParallel(t *testing.T) {
 	}
 	if len(got) != len(want) || norm == 0 || diff > 1e-8*norm {
 		t.Errorf("embeddings differ from torchvision's: %d vs %d values, squared error %.3g of %.3g", len(got), len(want), diff, norm)
+	}
+}
+
+// Flip TTA averages an image's embedding with its mirror image's: the result is the mean of the two
+// plain embeddings and the same for an image and its mirror. A model file whose config says
+// flip_tta and fit loads with both.
+func TestFlipTTA(t *testing.T) {
+	torch.ManualSeed(2)
+	m, err := nn.New(nn.Config{Backbone: "conv4", InChannels: 1, ImageSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	x := make([]float32, 16*16)
+	for i := range x {
+		x[i] = float32((i*37)%23) / 23
+	}
+	plain := NewModelEmbedder(m, imageio.Transform{Size: 16, Channels: 1})
+	a, err := plain.Embed(x, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := plain.Embed(mirror(x, 16), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tta := NewModelEmbedder(m, imageio.Transform{Size: 16, Channels: 1})
+	tta.FlipTTA = true
+	got, err := tta.Embed(append(slices.Clone(x), mirror(x, 16)...), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := len(a)
+	for k := 0; k < d; k++ {
+		if mean := (a[k] + b[k]) / 2; math.Abs(float64(got[k]-mean)) > 1e-5 || got[k] != got[d+k] {
+			t.Fatalf("dim %d: TTA %v and %v (mirror), want the mean %v for both", k, got[k], got[d+k], mean)
+		}
+	}
+	var spec ModelSpec
+	if err := spec.fill([]byte(`{"backbone":"conv4","image_size":16,"fit":true,"flip_tta":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	if !spec.Fit || !spec.FlipTTA {
+		t.Errorf("config with fit and flip_tta read as %+v", spec)
 	}
 }

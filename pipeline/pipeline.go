@@ -137,6 +137,18 @@ func defaults(c *Config) error {
 	if c.ValFrac == 0 {
 		c.ValFrac = 0.2
 	}
+	if c.Resize == "" {
+		c.Resize = "fit"
+	}
+	if c.TTA == "" {
+		c.TTA = "flip"
+	}
+	if c.Resize != "fit" && c.Resize != "crop" {
+		return fmt.Errorf("run: resize %q: want fit or crop", c.Resize)
+	}
+	if c.TTA != "flip" && c.TTA != "none" {
+		return fmt.Errorf("run: tta %q: want flip or none", c.TTA)
+	}
 	if c.Holdout < 0 || c.Holdout >= 1 || c.ValFrac < 0 || c.ValFrac >= 1 {
 		return fmt.Errorf("run: --holdout %v and val-frac %v must be in [0, 1)", c.Holdout, c.ValFrac)
 	}
@@ -149,17 +161,15 @@ func plan(ctx context.Context, c *Config, d *data, opt Options, dev torch.Device
 		return err
 	}
 	chooseEpisodes(c, d)
-	if c.PretrainSteps != 0 && c.TrainSteps != 0 {
+	if c.TrainSteps == 0 {
+		c.TrainSteps = -1 // pretraining on all classes uses the whole budget (package comment)
+	}
+	if c.PretrainSteps != 0 {
 		return nil
 	}
 	var err error
 	if c.PretrainSteps == 0 {
 		if c.Measured.PretrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModePretrain, opt); err != nil {
-			return err
-		}
-	}
-	if c.TrainSteps == 0 {
-		if c.Measured.TrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModeEpisodic, opt); err != nil {
 			return err
 		}
 	}

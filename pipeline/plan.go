@@ -15,14 +15,15 @@ import (
 
 // Plan constants.
 const (
-	calibrationSteps = 3    // steps of each training stage timed before the budget is split
-	pretrainShare    = 0.6  // of the training time
+	calibrationSteps = 3    // pretraining steps timed before the budget is split
 	budgetMargin     = 0.08 // of the budget, kept for the unexpected
 	// embedFactor: embedding an image costs about this share of a pretraining image's step time.
 	// The forward pass alone is about a third, but decoding the image, which a training step also
 	// pays, is the same: on leaf99 at 84 px (Conv-4, 2 loaded cores) 1/3 underestimated the
 	// embedding stage fourfold and a 3-minute run overran by 12 s.
 	embedFactor = 1.0
+	// flipFactor: flip TTA runs the forward pass twice; decoding, a third of a step, once.
+	flipFactor = 4.0 / 3
 )
 
 // chooseModel fills the backbone and image size: the --init file's backbone when there is one,
@@ -92,6 +93,7 @@ func stageConfig(c *Config, out, mode string, steps int) train.Config {
 	tc.ValFrac, tc.EvalEvery = 0, 0 // the build choice is the validation that matters here
 	tc.Backbone, tc.ImageSize, tc.Channels = c.Backbone, c.ImageSize, 3
 	tc.ChannelsLast, tc.Augment, tc.Device, tc.Threads, tc.Seed = true, true, c.Device, c.Threads, c.Seed
+	tc.Fit, tc.FlipTTA = c.Resize == "fit", c.TTA == "flip"
 	tc.Steps, tc.SaveEvery, tc.KeepLast = steps, max(steps/4, 1), 1
 	if mode == train.ModePretrain {
 		tc.RunDir, tc.TopClasses, tc.BatchSize, tc.Init = filepath.Join(out, "runs", "pretrain"), 0, c.BatchSize, c.Init
@@ -121,19 +123,23 @@ func calibrate(ctx context.Context, c *Config, out, mode string, opt Options) (f
 	return r.SecPerStep, nil
 }
 
-// fitSteps splits what is left of the budget between the two training stages.
+// fitSteps gives pretraining what is left of the budget after the embedding of every image and
+// the episodes asked for (their step time estimated from a pretraining image's: an episode is
+// way×(shot+query) images, and the distances cost little beside the backbone).
 func fitSteps(c *Config, elapsed time.Duration, images int) {
 	m := &c.Measured
 	m.Images = images
-	m.EmbedImageSeconds = m.PretrainStepSeconds / float64(max(c.BatchSize, 1)) * embedFactor
+	perImage := m.PretrainStepSeconds / float64(max(c.BatchSize, 1))
+	m.EmbedImageSeconds = perImage * embedFactor
+	if c.TTA == "flip" {
+		m.EmbedImageSeconds *= flipFactor
+	}
 	left := c.Budget.Seconds()*(1-budgetMargin) - elapsed.Seconds() - m.EmbedImageSeconds*float64(images)
-	left = max(left, 0)
-	if c.PretrainSteps == 0 {
-		c.PretrainSteps = max(int(left*pretrainShare/max(m.PretrainStepSeconds, 1e-3)), 1)
+	if c.TrainSteps > 0 {
+		m.TrainStepSeconds = perImage * float64(c.Way*(c.Shot+c.Query))
+		left -= m.TrainStepSeconds * float64(c.TrainSteps)
 	}
-	if c.TrainSteps == 0 {
-		c.TrainSteps = max(int(left*(1-pretrainShare)/max(m.TrainStepSeconds, 1e-3)), 1)
-	}
+	c.PretrainSteps = max(int(max(left, 0)/max(m.PretrainStepSeconds, 1e-3)), 1)
 }
 
 // chooseEpisodes fills the episode shape from the fit images: 2-shot 2-query (the long tail has

@@ -52,10 +52,17 @@ type Config struct {
 	// Image pipeline; 0/"" = chosen from the data (Omniglot: 28 px, 1 channel, inverted).
 	ImageSize int    `yaml:"image-size" json:"image_size"`
 	Channels  int    `yaml:"channels" json:"channels"`
-	Invert    string `yaml:"invert" json:"invert"`       // auto | true | false
-	Augment   bool   `yaml:"augment" json:"augment"`     // random resized crop, flip, colour jitter
-	InMemory  string `yaml:"in-memory" json:"in_memory"` // auto | true | false: decode every image once into RAM
-	Workers   int    `yaml:"workers" json:"workers"`     // image decoding goroutines (0 = cores)
+	Invert    string `yaml:"invert" json:"invert"`   // auto | true | false
+	Augment   bool   `yaml:"augment" json:"augment"` // random resized crop, flip, colour jitter
+	// Fit keeps each image whole at its aspect (longer side to the image size, padded with its
+	// border's colour) instead of the centre square; with Augment, a random zoom and shift instead of
+	// the random resized crop. The model file records it, so embedding does the same.
+	Fit bool `yaml:"fit" json:"fit"`
+	// FlipTTA embeds each image and its mirror image and averages the two (test-time augmentation),
+	// in validation and wherever the model is loaded to embed.
+	FlipTTA  bool   `yaml:"flip-tta" json:"flip_tta"`
+	InMemory string `yaml:"in-memory" json:"in_memory"` // auto | true | false: decode every image once into RAM
+	Workers  int    `yaml:"workers" json:"workers"`     // image decoding goroutines (0 = cores)
 
 	// What an image that cannot be loaded does: skip (replaced by another of its class) or fail.
 	OnBadImage string `yaml:"on-bad-image" json:"on_bad_image"`

@@ -26,6 +26,7 @@ type ImageOptions struct {
 	Size, Channels int
 	Invert         bool
 	Augment        bool
+	Fit            bool // whole image at its aspect, padded (imageio.Transform.Fit)
 	// InMemory decodes every image once (unaugmented) and serves batches from RAM.
 	InMemory bool
 	Workers  int
@@ -40,9 +41,9 @@ type ImageOptions struct {
 // transform returns the image transform of the options: a centre square (Omniglot: the whole
 // drawing) resized to Size, or with Augment a random resized crop, horizontal flip and colour jitter.
 func (o ImageOptions) transform() imageio.Transform {
-	t := imageio.Transform{Size: o.Size, Channels: o.Channels, Invert: o.Invert}
+	t := imageio.Transform{Size: o.Size, Channels: o.Channels, Invert: o.Invert, Fit: o.Fit}
 	if o.Augment {
-		t.RandomCrop, t.Scale, t.HFlip = true, [2]float64{0.35, 1}, true
+		t.RandomCrop, t.Scale, t.HFlip = true, [2]float64{0.35, 1}, true // Fit: its zoom and shift instead
 		if o.Channels == 3 {
 			t.Jitter = imageio.ColorJitter{Brightness: 0.4, Contrast: 0.4, Saturation: 0.4}
 		}
