@@ -1,7 +1,6 @@
-// Package demo runs protoherb's whole pipeline on a generated herbarium, with no downloads: synth →
-// pretrain → train → prototypes → predict → evaluate, and writes a short report comparing the trained
-// model with two baselines computed in the same run (a random guess, and nearest prototypes on the
-// pretrained backbone before episodic training).
+// Package demo runs protoherb on a generated herbarium, with no downloads: synth, then `run` (package
+// pipeline: pretrain → prototypes → predict → evaluate within a time budget), and writes a short
+// report beside a baseline computed in the same run (a random guess).
 package demo
 
 import (
@@ -16,28 +15,28 @@ import (
 
 	"protoherb/dataset"
 	"protoherb/eval"
-	"protoherb/imageio"
-	"protoherb/infer"
+	"protoherb/pipeline"
 	"protoherb/predict"
 	"protoherb/progress"
-	"protoherb/proto"
 	"protoherb/synth"
-	"protoherb/train"
 )
 
 // Config sizes a demo. Defaults (zero values) make one that runs in a few minutes on 2 cores.
 type Config struct {
 	Out                       string // output folder (required)
 	Species, Genera, Families int
-	SheetSize                 int // long side of the generated sheets, px
-	ImageSize                 int // model input, px
+	SheetSize                 int           // long side of the generated sheets, px
+	ImageSize                 int           // model input, px
+	Budget                    time.Duration // run's budget for training, embedding and prediction
+	// PretrainSteps and TrainSteps fix run's step counts instead of fitting them to the budget
+	// (0: fitted; TrainSteps 0: no episodic training, run's default).
 	PretrainSteps, TrainSteps int
-	TopClasses                int // pretraining classes (the most populated)
-	Way, Shot, Query          int // training episodes
 	Threads                   int
 	Seed                      uint64
 	Quiet                     bool      // no progress bars
 	Log                       io.Writer // where stage headers and the summary go (nil: discard)
+	// Reseed seeds libtorch's generator before each training stage (pipeline.Options.Reseed).
+	Reseed func(seed uint64) error
 }
 
 func (c *Config) defaults() {
@@ -51,12 +50,9 @@ func (c *Config) defaults() {
 	d(&c.Families, 18)
 	d(&c.SheetSize, 320)
 	d(&c.ImageSize, 64)
-	d(&c.PretrainSteps, 600)
-	d(&c.TrainSteps, 600)
-	d(&c.TopClasses, 60)
-	d(&c.Way, 20)
-	d(&c.Shot, 2)
-	d(&c.Query, 2)
+	if c.Budget == 0 {
+		c.Budget = 4 * time.Minute
+	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -81,16 +77,17 @@ type Method struct {
 
 // Result is what a demo produced.
 type Result struct {
-	Data        string // the generated herbarium (nybg2020 layout)
-	PretrainRun string
-	TrainRun    string
-	Prototypes  string // the trained model's robust prototypes (for serve)
-	Report      string // report.md
-	Methods     []Method
-	Elapsed     time.Duration
+	Data       string // the generated herbarium (nybg2020 layout)
+	Run        string // run's output folder (config.yaml, runs/, submission, report)
+	Model      string // the trained model's run folder (for serve)
+	Prototypes string // its prototypes, with run's chosen build recorded (for serve)
+	Config     pipeline.Config
+	Report     string // report.md
+	Methods    []Method
+	Elapsed    time.Duration
 }
 
-// Run executes the demo. Its caller sets libtorch's threads (cfg.Threads) and seeds it (cfg.Seed).
+// Run executes the demo. Its caller sets libtorch's threads (cfg.Threads).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg.defaults()
 	if cfg.Out == "" {
@@ -101,9 +98,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
 	bar := progress.Options{Quiet: cfg.Quiet}
-	res := &Result{Data: filepath.Join(cfg.Out, "data"), PretrainRun: filepath.Join(cfg.Out, "runs", "pretrain"),
-		TrainRun: filepath.Join(cfg.Out, "runs", "train")}
-	stage := func(n int, what string) { fmt.Fprintf(cfg.Log, "\n== %d/6 %s\n", n, what) }
+	res := &Result{Data: filepath.Join(cfg.Out, "data"), Run: filepath.Join(cfg.Out, "run")}
+	stage := func(n int, what string) { fmt.Fprintf(cfg.Log, "\n== %d/4 %s\n", n, what) }
 
 	stage(1, "synth: a generated herbarium in the Herbarium 2020 layout")
 	sc := synth.DemoConfig()
@@ -115,48 +111,38 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	fmt.Fprintf(cfg.Log, "%d species, %d train and %d test images in %s\n", len(gen.Categories), gen.TrainImages, gen.TestImages, gen.Root)
 
-	if err := trainRuns(ctx, cfg, res, gen.Root, bar, stage); err != nil {
-		return nil, err
-	}
-
 	trainDS, testDS, truth, opt, err := scoring(gen)
 	if err != nil {
 		return nil, err
 	}
-	score := func(name, note string, r *predict.Result) error {
-		m, err := scoreMethod(filepath.Join(cfg.Out, name), truth, r, opt)
-		if err != nil {
-			return err
-		}
-		m.Name, m.Note = name, note
-		res.Methods = append(res.Methods, m)
-		fmt.Fprintf(cfg.Log, "%-22s macro-F1 %.3f  accuracy %.3f  top-5 %.3f\n", name, m.Report.MacroF1, m.Report.Accuracy, m.Report.TopKAccuracy)
-		return nil
-	}
-
-	stage(4, "baseline: a random species for every test image")
-	if err := score("random", "a uniformly random species per test image", randomGuess(testDS, trainDS, cfg.Seed)); err != nil {
+	stage(2, "baseline: a random species for every test image")
+	random, err := scoreMethod(filepath.Join(cfg.Out, "random"), truth, randomGuess(testDS, trainDS, cfg.Seed), opt)
+	if err != nil {
 		return nil, err
 	}
+	random.Name, random.Note = "random", "a uniformly random species per test image"
+	res.Methods = append(res.Methods, random)
 
-	stage(5, "prototypes and predictions: embed every image once, exact top-k over all species")
-	for _, m := range prototypeMethods(res) {
-		// Each method's prototype file records its build; predict (and serve) apply it.
-		protos := filepath.Join(cfg.Out, m.name, "prototypes.safetensors")
-		if m.name == "trained-robust" {
-			protos = filepath.Join(cfg.Out, "prototypes.safetensors")
-			res.Prototypes = protos
-		}
-		r, err := prototypesAndPredict(ctx, m.run, trainDS, testDS, m.normalize, m.build, protos, bar)
-		if err != nil {
-			return nil, fmt.Errorf("demo %s: %w", m.name, err)
-		}
-		if err := score(m.name, m.note, r); err != nil {
-			return nil, err
-		}
+	stage(3, fmt.Sprintf("run: pretrain, prototypes, predict and evaluate within %s", cfg.Budget))
+	if err := runPipeline(ctx, cfg, res, gen.Root, bar); err != nil {
+		return nil, err
+	}
+	m, err := scoreFiles(res.Run, truth, opt)
+	if err != nil {
+		return nil, err
+	}
+	m.Name = "run"
+	m.Note = fmt.Sprintf("protoherb run: %s at %d px, %d pretraining steps on all species, %s prototypes", res.Config.Backbone,
+		res.Config.ImageSize, res.Config.PretrainSteps, res.Config.Prototypes.Name)
+	if res.Config.TrainSteps > 0 {
+		m.Note += fmt.Sprintf(", %d episodes", res.Config.TrainSteps)
+	}
+	res.Methods = append(res.Methods, m)
+	for _, m := range res.Methods {
+		fmt.Fprintf(cfg.Log, "%-8s macro-F1 %.3f  accuracy %.3f  top-5 %.3f\n", m.Name, m.Report.MacroF1, m.Report.Accuracy, m.Report.TopKAccuracy)
 	}
 
-	stage(6, "report")
+	stage(4, "report")
 	res.Elapsed = time.Since(t0)
 	res.Report = filepath.Join(cfg.Out, "report.md")
 	if err := writeReport(res, cfg, gen); err != nil {
@@ -165,22 +151,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// prototypeMethod is one way of making prototypes that the demo scores.
-type prototypeMethod struct {
-	run, name, note string
-	normalize       bool
-	build           proto.Build
-}
-
-// prototypeMethods are the pretrained and trained models' plain prototypes, and the trained
-// model's robust ones.
-func prototypeMethods(res *Result) []prototypeMethod {
-	robust := proto.Build{Center: true, Normalize: true, ShrinkGenus: 1, ShrinkFamily: 0.5}
-	return []prototypeMethod{
-		{res.PretrainRun, "pretrained", "nearest class mean on the pretrained backbone (no episodic training)", false, proto.Build{}},
-		{res.TrainRun, "trained", "nearest class mean after episodic training (plain prototypes)", false, proto.Build{}},
-		{res.TrainRun, "trained-robust", "after episodic training, robust prototypes: normalised embeddings, centred, shrunk toward genus (λ=1) and family (μ=0.5), normalised", true, robust},
+// runPipeline runs `protoherb run` on the generated herbarium into res.Run (afresh: a demo is a
+// demonstration, not a run to resume).
+func runPipeline(ctx context.Context, cfg Config, res *Result, data string, bar progress.Options) error {
+	if err := os.RemoveAll(res.Run); err != nil {
+		return fmt.Errorf("demo: %w", err)
 	}
+	pc := pipeline.Config{Data: data, Budget: cfg.Budget, Backbone: "conv4", ImageSize: cfg.ImageSize,
+		PretrainSteps: cfg.PretrainSteps, TrainSteps: cfg.TrainSteps, Threads: cfg.Threads, Seed: cfg.Seed}
+	r, err := pipeline.Run(ctx, pc, pipeline.Options{Out: res.Run, Bar: bar, Log: cfg.Log, Reseed: cfg.Reseed})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	res.Model, res.Prototypes, res.Config = r.Model, r.Prototypes, r.Config
+	return nil
 }
 
 // scoring opens the generated herbarium's splits and its solution, with the evaluation options of
@@ -204,67 +188,13 @@ func scoring(gen *synth.Result) (trainDS, testDS *dataset.Dataset, truth *eval.L
 	return
 }
 
-// trainRuns pretrains a classifier on the most populated species, then trains episodically from it
-// (fresh runs each time), on the generated herbarium at data.
-func trainRuns(ctx context.Context, cfg Config, res *Result, data string, bar progress.Options, stage func(int, string)) error {
-	// Fresh runs each time: a demo is a demonstration, not a run to resume.
-	for _, d := range []string{res.PretrainRun, res.TrainRun} {
-		if err := os.RemoveAll(d); err != nil {
-			return fmt.Errorf("demo: %w", err)
-		}
-	}
-	common := func(c *train.Config) {
-		c.Data, c.ImageSize, c.Channels, c.Threads, c.Seed = data, cfg.ImageSize, 3, cfg.Threads, cfg.Seed
-		c.Backbone, c.ChannelsLast, c.Augment = "conv4", true, true
-		c.TestWay, c.TestShot, c.TestQuery, c.EvalEpisodes = 5, 1, 3, 50
-		c.KeepLast = 1
-	}
-
-	stage(2, "pretrain: softmax classifier on the most populated species")
-	pc := train.Defaults(train.ModePretrain)
-	common(&pc)
-	pc.RunDir, pc.TopClasses, pc.Steps, pc.BatchSize = res.PretrainRun, cfg.TopClasses, cfg.PretrainSteps, 64
-	pc.LR, pc.Warmup, pc.EvalEvery, pc.SaveEvery = 0.05, cfg.PretrainSteps/20, cfg.PretrainSteps/2, cfg.PretrainSteps
-	pr, err := train.Run(ctx, pc, train.Options{Bar: bar})
+// scoreFiles evaluates the submission and top-k that run wrote in dir with the demo's groups,
+// writing the report to dir/report.
+func scoreFiles(dir string, truth *eval.Labels, opt eval.Options) (Method, error) {
+	pred, err := eval.ReadLabelsFile(filepath.Join(dir, "submission.csv"))
 	if err != nil {
-		return fmt.Errorf("demo pretrain: %w", err)
-	}
-	if pr.Interrupted {
-		return context.Canceled
-	}
-	fmt.Fprintf(cfg.Log, "pretrained %d steps, %.0f images/s, validation accuracy %.3f\n", pr.Step, pr.ImagesPerS, pr.BestAcc)
-
-	stage(3, "train: episodic prototypical-network training over the long tail")
-	tc := train.Defaults(train.ModeEpisodic)
-	common(&tc)
-	tc.RunDir, tc.Init, tc.Steps = res.TrainRun, res.PretrainRun, cfg.TrainSteps
-	tc.Way, tc.Shot, tc.Query = cfg.Way, cfg.Shot, cfg.Query
-	tc.LR, tc.Schedule, tc.MinLR = 5e-4, "cosine", 0
-	tc.EvalEvery, tc.SaveEvery, tc.ValFrac = cfg.TrainSteps/3, cfg.TrainSteps, 0.15
-	tr, err := train.Run(ctx, tc, train.Options{Bar: bar})
-	if err != nil {
-		return fmt.Errorf("demo train: %w", err)
-	}
-	if tr.Interrupted {
-		return context.Canceled
-	}
-	fmt.Fprintf(cfg.Log, "trained %d episodes, %.0f images/s, best 5-way 1-shot validation accuracy %.3f\n", tr.Step, tr.ImagesPerS, tr.BestAcc)
-	return nil
-}
-
-// scoreMethod writes a method's submission and top-k into dir and evaluates them against truth.
-func scoreMethod(dir string, truth *eval.Labels, r *predict.Result, opt eval.Options) (Method, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Method{}, err
 	}
-	if err := r.WriteSubmission(filepath.Join(dir, "submission.csv")); err != nil {
-		return Method{}, err
-	}
-	if err := r.WriteTopK(filepath.Join(dir, "topk.csv")); err != nil {
-		return Method{}, err
-	}
-	pred := &eval.Labels{Name: filepath.Join(dir, "submission.csv"), IDs: r.IDs, Class: r.Pred}
-	var err error
 	if opt.TopK, err = eval.ReadTopKFile(filepath.Join(dir, "topk.csv")); err != nil {
 		return Method{}, err
 	}
@@ -278,49 +208,18 @@ func scoreMethod(dir string, truth *eval.Labels, r *predict.Result, opt eval.Opt
 	return Method{Report: rep, Dir: dir}, nil
 }
 
-// prototypesAndPredict embeds the training set with the model of a run, writes the per-species sums
-// with build b recorded to protos, embeds the test set once and searches it against all the
-// prototypes built from that file.
-func prototypesAndPredict(ctx context.Context, run string, trainDS, testDS *dataset.Dataset, normalize bool, b proto.Build,
-	protos string, bar progress.Options) (*predict.Result, error) {
-	emb, err := infer.LoadModel(run, infer.ModelSpec{ChannelsLast: true, Chunk: 32})
-	if err != nil {
-		return nil, err
+// scoreMethod writes a method's submission and top-k into dir and evaluates them against truth.
+func scoreMethod(dir string, truth *eval.Labels, r *predict.Result, opt eval.Options) (Method, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Method{}, err
 	}
-	defer emb.Close()
-	fp, err := infer.Fingerprint(run)
-	if err != nil {
-		return nil, err
+	if err := r.WriteSubmission(filepath.Join(dir, "submission.csv")); err != nil {
+		return Method{}, err
 	}
-	lo := imageio.LoaderOptions{BatchSize: 64}
-	tr, err := infer.EmbedDataset(ctx, emb, trainDS, infer.DatasetOptions{Fingerprint: fp, Loader: lo, Bar: bar})
-	if err != nil {
-		return nil, err
+	if err := r.WriteTopK(filepath.Join(dir, "topk.csv")); err != nil {
+		return Method{}, err
 	}
-	store, err := proto.New(tr.Dim, fp, trainDS.Classes, proto.Options{NormalizeEmbeddings: normalize})
-	if err != nil {
-		return nil, err
-	}
-	if err := store.Accumulate(tr.Vectors, tr.Labels, tr.IDs); err != nil {
-		return nil, err
-	}
-	store.SetDefaultBuild(b)
-	if err := os.MkdirAll(filepath.Dir(protos), 0o755); err != nil {
-		return nil, err
-	}
-	if err := store.Replace(protos); err != nil {
-		return nil, err
-	}
-	x, err := proto.Open(protos, proto.OpenOptions{ReadOnly: true})
-	if err != nil {
-		return nil, err
-	}
-	defer x.Close()
-	te, err := infer.EmbedDataset(ctx, emb, testDS, infer.DatasetOptions{Fingerprint: fp, Loader: lo, Bar: bar})
-	if err != nil {
-		return nil, err
-	}
-	return predict.Run(ctx, x, te, 5)
+	return scoreFiles(dir, truth, opt)
 }
 
 // randomGuess predicts uniformly random species (with 5 random ranks for top-5).

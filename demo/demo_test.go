@@ -25,13 +25,13 @@ func TestTinyDemoEndToEnd(t *testing.T) {
 	out := t.TempDir()
 	res, err := Run(context.Background(), Config{
 		Out: out, Species: 16, Genera: 6, Families: 3, SheetSize: 160, ImageSize: 32,
-		PretrainSteps: 20, TrainSteps: 20, TopClasses: 8, Way: 5, Threads: 1, Quiet: true,
+		PretrainSteps: 40, Threads: 1, Quiet: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Methods) != 4 {
-		t.Fatalf("%d methods scored, want 4 (random, pretrained, trained, trained-robust)", len(res.Methods))
+	if len(res.Methods) != 2 {
+		t.Fatalf("%d methods scored, want 2 (random, run)", len(res.Methods))
 	}
 	byName := map[string]*eval.Report{}
 	for _, m := range res.Methods {
@@ -47,14 +47,14 @@ func TestTinyDemoEndToEnd(t *testing.T) {
 			t.Fatalf("%s: no evaluation report: %v", m.Name, err)
 		}
 	}
-	if byName["trained"].MacroF1 <= byName["random"].MacroF1 {
-		t.Fatalf("trained macro-F1 %.3f does not beat random %.3f", byName["trained"].MacroF1, byName["random"].MacroF1)
+	if byName["run"].MacroF1 <= byName["random"].MacroF1 {
+		t.Fatalf("run's macro-F1 %.3f does not beat random %.3f", byName["run"].MacroF1, byName["random"].MacroF1)
 	}
 	rep, err := os.ReadFile(res.Report)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| random |", "| pretrained |", "| trained-robust |", "protoherb serve --model"} {
+	for _, want := range []string{"| random |", "| run |", "protoherb run", "config.yaml", "protoherb serve --model"} {
 		if !strings.Contains(string(rep), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
@@ -76,16 +76,10 @@ func TestTinyDemoEndToEnd(t *testing.T) {
 
 // checkServeMatchesSubmission serves the demo's model and prototype file as the report suggests
 // (no build flags) and checks that /v1/identify gives every test image the top-1 of the
-// trained-robust submission: the server applies the build recorded in the file.
+// run's submission: the server applies the build recorded in the file.
 func checkServeMatchesSubmission(t *testing.T, res *Result) {
 	t.Helper()
-	var dir string
-	for _, m := range res.Methods {
-		if m.Name == "trained-robust" {
-			dir = m.Dir
-		}
-	}
-	sub, err := eval.ReadLabelsFile(filepath.Join(dir, "submission.csv"))
+	sub, err := eval.ReadLabelsFile(filepath.Join(res.Run, "submission.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +87,7 @@ func checkServeMatchesSubmission(t *testing.T, res *Result) {
 	for i, id := range sub.IDs {
 		want[id] = sub.Class[i]
 	}
-	s, closeAll, err := serve.Open(serve.Files{Model: res.TrainRun, Prototypes: res.Prototypes},
+	s, closeAll, err := serve.Open(serve.Files{Model: res.Model, Prototypes: res.Prototypes},
 		infer.ModelSpec{ChannelsLast: true}, serve.Config{Temperature: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -124,11 +118,11 @@ func checkServeMatchesSubmission(t *testing.T, res *Result) {
 		if got := out.Species[0].ID; got != want[smp.ID] {
 			wrong++
 			if wrong <= 3 {
-				t.Errorf("test image %d: served top-1 %d, trained-robust submission %d", smp.ID, got, want[smp.ID])
+				t.Errorf("test image %d: served top-1 %d, run's submission %d", smp.ID, got, want[smp.ID])
 			}
 		}
 	}
 	if wrong > 0 {
-		t.Fatalf("%d of %d test images: the server's top-1 differs from the trained-robust submission", wrong, len(test.Samples))
+		t.Fatalf("%d of %d test images: the server's top-1 differs from run's submission", wrong, len(test.Samples))
 	}
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // short labels for the charts.
-var shortName = map[string]string{"random": "random", "pretrained": "pretrained", "trained": "trained", "trained-robust": "trained+robust"}
+var shortName = map[string]string{"random": "random", "run": "protoherb run"}
 
 func group(r *eval.Report, name string) (eval.GroupScore, bool) {
 	for _, g := range r.Groups {
@@ -64,11 +64,16 @@ func writeReport(res *Result, cfg Config, gen *synth.Result) error {
 	fmt.Fprintf(&b, "The whole pipeline on a generated herbarium, in %s on this machine (seed %d).\n\n", res.Elapsed.Round(1e9), cfg.Seed)
 	fmt.Fprintf(&b, "- Data: %d species (%d genera, %d families), %d training and %d test sheets, Herbarium 2020 layout in `%s`.\n",
 		len(gen.Categories), cfg.Genera, cfg.Families, gen.TrainImages, gen.TestImages, rel(dir, gen.Root))
-	fmt.Fprintf(&b, "- Pretraining: Conv-4 at %d px, softmax on the %d most populated species, %d steps (`%s`).\n",
-		cfg.ImageSize, cfg.TopClasses, cfg.PretrainSteps, rel(dir, res.PretrainRun))
-	fmt.Fprintf(&b, "- Episodic training: %d-way %d-shot %d-query, %d episodes from the pretrained backbone (`%s`).\n",
-		cfg.Way, cfg.Shot, cfg.Query, cfg.TrainSteps, rel(dir, res.TrainRun))
-	fmt.Fprintf(&b, "- Prediction: every training image embedded once into one prototype per species; the test set embedded once and searched exactly against all prototypes.\n\n")
+	c := res.Config
+	fmt.Fprintf(&b, "- `protoherb run` within %s (`%s`, every choice in `%s`): %s at %d px (whole sheets at their aspect: resize %s, TTA %s), %d pretraining steps on all species",
+		c.Budget, rel(dir, res.Run), rel(dir, filepath.Join(res.Run, "config.yaml")), c.Backbone, c.ImageSize, c.Resize, c.TTA, c.PretrainSteps)
+	if c.TrainSteps > 0 {
+		fmt.Fprintf(&b, ", then %d episodes of %d-way %d-shot %d-query", c.TrainSteps, c.Way, c.Shot, c.Query)
+	}
+	if c.Prototypes != nil {
+		fmt.Fprintf(&b, "; prototype build %q, chosen on held-out training images", c.Prototypes.Name)
+	}
+	fmt.Fprintf(&b, ".\n")
 	fmt.Fprintf(&b, "| method | macro-F1 | accuracy | top-5 | F1 head | F1 medium | F1 tail |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range res.Methods {
 		cell := func(name string) string {
@@ -92,8 +97,7 @@ func writeReport(res *Result, cfg Config, gen *synth.Result) error {
 		fmt.Fprintf(&b, "- **%s**: %s. Files: `%s/` (submission.csv, topk.csv, report/).\n", m.Name, m.Note, rel(dir, m.Dir))
 	}
 	fmt.Fprintf(&b, "\n![macro-F1 by method](macro_f1.png)\n\n![tail macro-F1](tail_f1.png)\n\n")
-	fmt.Fprintf(&b, "Training curves: `%s`, `%s`.\n\n",
-		rel(dir, filepath.Join(res.PretrainRun, "curves.png")), rel(dir, filepath.Join(res.TrainRun, "curves.png")))
+	fmt.Fprintf(&b, "Training curves: `%s`.\n\n", rel(dir, filepath.Join(res.Model, "curves.png")))
 	fmt.Fprintf(&b, "## Next\n\n```sh\n%s\n```\n", strings.Join(NextCommands("protoherb", res), "\n"))
 	return atomicfile.WriteFile(res.Report, func(w io.Writer) error {
 		_, err := w.Write(b.Bytes())
@@ -104,11 +108,12 @@ func writeReport(res *Result, cfg Config, gen *synth.Result) error {
 // NextCommands are the commands a user might try after the demo, run as bin.
 func NextCommands(bin string, res *Result) []string {
 	return []string{
-		fmt.Sprintf(bin+" serve --model %s --prototypes %s    # then open http://127.0.0.1:8080", res.TrainRun, res.Prototypes),
-		fmt.Sprintf(bin+" fewshot --model %s --data %s --split train --way 5 --shot 1,5", res.TrainRun, filepath.Join(res.Data, "nybg2020")),
+		fmt.Sprintf(bin+" serve --model %s --prototypes %s    # then open http://127.0.0.1:8080", res.Model, res.Prototypes),
+		fmt.Sprintf(bin+" fewshot --model %s --data %s --split train --way 5 --shot 1,5", res.Model, filepath.Join(res.Data, "nybg2020")),
 		fmt.Sprintf(bin+" evaluate --pred %s --truth %s --data %s --report /tmp/eval",
-			filepath.Join(filepath.Dir(res.Report), "trained-robust", "submission.csv"), filepath.Join(res.Data, "solution.csv"), filepath.Join(res.Data, "nybg2020")),
-		fmt.Sprintf(bin+" plot %s", res.TrainRun),
+			filepath.Join(res.Run, "submission.csv"), filepath.Join(res.Data, "solution.csv"), filepath.Join(res.Data, "nybg2020")),
+		fmt.Sprintf(bin+" run --config %s --out again    # the same run again", filepath.Join(res.Run, "config.yaml")),
+		fmt.Sprintf(bin+" plot %s", res.Model),
 	}
 }
 

@@ -39,6 +39,7 @@ type Result struct {
 	Submission string
 	TopK       string
 	Prototypes string
+	Model      string       // the trained model's run folder (the last training stage's)
 	Report     *eval.Report // nil without labels for the predicted images
 	ReportDir  string
 	Elapsed    time.Duration
@@ -100,7 +101,7 @@ func Run(ctx context.Context, cfg Config, opt Options) (*Result, error) {
 	if err := cfg.write(cfgPath); err != nil {
 		return nil, err
 	}
-	res.Config, res.Elapsed = cfg, time.Since(t0)
+	res.Config, res.Model, res.Elapsed = cfg, model, time.Since(t0)
 	say("== done in %s: %s", res.Elapsed.Round(time.Second), res.Submission)
 	return res, nil
 }

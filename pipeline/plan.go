@@ -15,7 +15,7 @@ import (
 
 // Plan constants.
 const (
-	calibrationSteps = 3    // pretraining steps timed before the budget is split
+	calibrationSteps = 6    // pretraining steps timed (the first, warm-up, left out) to plan the budget
 	budgetMargin     = 0.08 // of the budget, kept for the unexpected
 	// embedFactor: embedding an image costs about this share of a pretraining image's step time.
 	// The forward pass alone is about a third, but decoding the image, which a training step also

@@ -52,7 +52,9 @@ type Result struct {
 	Best        string  // the best checkpoint ("" without validation)
 	BestAcc     float64
 	ImagesPerS  float64 // training throughput (images in steps / time in steps)
-	SecPerStep  float64
+	// SecPerStep is the mean step time after the first step (its warm-up: thread pools, first
+	// allocations, the loader's start) when there were several, for planning from a few steps.
+	SecPerStep float64
 	// DataShare is the share of the step time spent sampling and loading images.
 	DataShare float64
 	Losses    []float64 // the loss of every step this call ran, in order
@@ -283,6 +285,7 @@ type loop struct {
 	lastSaved int
 	// Throughput of the steps this call ran.
 	trainTime, dataTime time.Duration
+	firstStep           time.Duration // the first step's time (warm-up)
 	trainImages         int
 }
 
@@ -438,6 +441,9 @@ func (l *loop) stepFailed(sr stepResult, lr float64, err error) error {
 // record books a completed step: throughput, metrics, progress bar and the AfterStep hook.
 func (l *loop) record(sr stepResult, lr float64) error {
 	rs := l.rs
+	if len(l.res.Losses) == 0 {
+		l.firstStep = sr.took
+	}
 	l.trainTime += sr.took
 	l.trainImages += sr.images
 	l.dataTime += sr.data
@@ -527,6 +533,9 @@ func (l *loop) finish() (Result, error) {
 	if l.trainTime > 0 && len(res.Losses) > 0 {
 		res.ImagesPerS = float64(l.trainImages) / l.trainTime.Seconds()
 		res.SecPerStep = l.trainTime.Seconds() / float64(len(res.Losses))
+		if n := len(res.Losses); n > 1 {
+			res.SecPerStep = (l.trainTime - l.firstStep).Seconds() / float64(n-1)
+		}
 		res.DataShare = l.dataTime.Seconds() / l.trainTime.Seconds()
 	}
 	return res, l.flush()

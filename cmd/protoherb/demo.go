@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,12 +16,13 @@ func newDemoCmd() *cobra.Command {
 	var c demo.Config
 	cmd := &cobra.Command{
 		Use:   "demo --out DIR",
-		Short: "Run the whole pipeline on a generated herbarium (synth, pretrain, train, prototypes, predict, evaluate) and write a report",
-		Long: `Generates a small long-tailed herbarium in the Herbarium 2020 layout, pretrains a Conv-4 backbone on
-the most populated species, trains it episodically, builds one prototype per species, predicts the test
-set with an exact search over all prototypes, and scores it with the competition metric against two
-baselines computed in the same run: a random guess and nearest prototypes on the pretrained backbone.
-Writes DIR/report.md with PNG charts; needs no download and runs in minutes on 2 cores.`,
+		Short: "Generate a herbarium and run the whole pipeline on it (synth, then run) and write a report",
+		Long: `Generates a small long-tailed herbarium in the Herbarium 2020 layout, then runs protoherb run on it
+within --budget (pretrain a Conv-4 backbone on all species, one prototype per species with the build
+chosen on held-out training images, an exact search over all prototypes for the test set, the
+competition metric) and scores it beside a random guess. Writes DIR/report.md with PNG charts and
+DIR/run/ (run's config.yaml, model, prototypes, submission); needs no download and runs in minutes on
+2 cores.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if c.Out == "" {
@@ -31,13 +33,14 @@ Writes DIR/report.md with PNG charts; needs no download and runs in minutes on 2
 			if err := torch.ManualSeed(c.Seed); err != nil {
 				return err
 			}
+			c.Reseed = torch.ManualSeed
 			res, err := demo.Run(cmd.Context(), c)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "\nDone in %s. Report: %s\n", res.Elapsed.Round(1e9), res.Report)
-			fmt.Fprintf(out, "Model: %s   Prototypes: %s\n\nNext:\n", res.TrainRun, res.Prototypes)
+			fmt.Fprintf(out, "Model: %s   Prototypes: %s\n\nNext:\n", res.Model, res.Prototypes)
 			for _, l := range demo.NextCommands(os.Args[0], res) {
 				fmt.Fprintln(out, "  "+l)
 			}
@@ -51,12 +54,9 @@ Writes DIR/report.md with PNG charts; needs no download and runs in minutes on 2
 	f.IntVar(&c.Families, "families", 18, "families")
 	f.IntVar(&c.SheetSize, "sheet-size", 320, "long side of the generated sheets (px)")
 	f.IntVar(&c.ImageSize, "image-size", 64, "model input size (px)")
-	f.IntVar(&c.PretrainSteps, "pretrain-steps", 600, "pretraining batches")
-	f.IntVar(&c.TrainSteps, "train-steps", 600, "training episodes")
-	f.IntVar(&c.TopClasses, "top-classes", 60, "pretraining species (the most populated)")
-	f.IntVar(&c.Way, "way", 20, "classes per training episode")
-	f.IntVar(&c.Shot, "shot", 2, "support images per class")
-	f.IntVar(&c.Query, "query", 2, "query images per class")
+	f.DurationVar(&c.Budget, "budget", 4*time.Minute, "run's time for training, embedding and prediction")
+	f.IntVar(&c.PretrainSteps, "pretrain-steps", 0, "pretraining batches (default: fitted to the budget)")
+	f.IntVar(&c.TrainSteps, "train-steps", 0, "episodic training episodes after pretraining (default: none)")
 	f.IntVar(&c.Threads, "threads", runtime.NumCPU(), "libtorch threads")
 	f.Uint64Var(&c.Seed, "seed", 1, "random seed")
 	f.BoolVar(&c.Quiet, "quiet", false, "no progress bars")
