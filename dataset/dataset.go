@@ -153,6 +153,15 @@ func Detect(path string) (string, error) {
 	return "", fmt.Errorf("%s: cannot tell the dataset format (no metadata.json, train.csv, class folders or Omniglot folders; give --format)", path)
 }
 
+// Positions returns 0, 1, …, n−1: every position of n samples (or classes), the subset that means all.
+func Positions(n int) []int {
+	p := make([]int, n)
+	for i := range p {
+		p[i] = i
+	}
+	return p
+}
+
 // ClassCounts returns the number of labelled samples of every class.
 func (d *Dataset) ClassCounts() []int {
 	counts := make([]int, len(d.Classes))

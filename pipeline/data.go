@@ -40,7 +40,7 @@ func openData(c *Config) (*data, error) {
 		return nil, err
 	}
 	d := &data{train: tr}
-	rest := allPositions(len(tr.Samples))
+	rest := dataset.Positions(len(tr.Samples))
 	var holdout []int
 	if c.Holdout > 0 {
 		rest, holdout = dataset.StratifiedSplit(tr, c.Holdout, c.Seed)
@@ -90,14 +90,6 @@ func labelsOf(d *dataset.Dataset) *eval.Labels {
 		}
 	}
 	return l
-}
-
-func allPositions(n int) []int {
-	p := make([]int, n)
-	for i := range p {
-		p[i] = i
-	}
-	return p
 }
 
 // subset is a dataset of some of d's samples, with all of d's classes.

@@ -52,7 +52,7 @@ type badImages struct {
 func newBadImages(d *dataset.Dataset, subset []int, policy imageio.BadPolicy, list string) *badImages {
 	b := &badImages{fail: policy == imageio.Fail, d: d, byClass: map[int][]int{}, list: list, known: map[string]bool{}}
 	if subset == nil {
-		subset = allPositions(len(d.Samples))
+		subset = dataset.Positions(len(d.Samples))
 	}
 	for _, i := range subset {
 		l := d.Samples[i].Label

@@ -254,11 +254,3 @@ func usablePositions(src Images, pos []int) []int {
 	return out
 }
 
-// allPositions returns 0..n-1.
-func allPositions(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i
-	}
-	return out
-}

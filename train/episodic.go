@@ -42,8 +42,8 @@ func newEpisodic(ctx context.Context, rs *runState, bar progress.Options) (*epis
 			return nil, err
 		}
 		e.dv = dv
-		trainPos, valPos = allPositions(len(d.Samples)), allPositions(len(dv.Samples))
-		e.trainClasses = allPositions(len(d.Classes))
+		trainPos, valPos = dataset.Positions(len(d.Samples)), dataset.Positions(len(dv.Samples))
+		e.trainClasses = dataset.Positions(len(d.Classes))
 	} else {
 		tr, held := dataset.ClassSplit(d, c.ValFrac, c.Seed)
 		e.trainClasses = tr

@@ -292,7 +292,7 @@ func FewShot(ctx context.Context, o FewShotOptions) (FewShotResult, error) {
 	if err != nil {
 		return FewShotResult{}, err
 	}
-	positions := usablePositions(src, allPositions(len(d.Samples)))
+	positions := usablePositions(src, dataset.Positions(len(d.Samples)))
 	res := FewShotResult{Checkpoint: filepath.Clean(ckPath)}
 	cache := &embeddings{pos: map[int]int{}}
 	bar := progress.New(-1, "embed test images", withUnit(o.Bar, "img"))
