@@ -253,4 +253,3 @@ func usablePositions(src Images, pos []int) []int {
 	}
 	return out
 }
-
