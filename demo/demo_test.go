@@ -25,7 +25,7 @@ func TestTinyDemoEndToEnd(t *testing.T) {
 	out := t.TempDir()
 	res, err := Run(context.Background(), Config{
 		Out: out, Species: 16, Genera: 6, Families: 3, SheetSize: 160, ImageSize: 32,
-		PretrainSteps: 40, Threads: 1, Quiet: true,
+		PretrainSteps: 40, TrainSteps: 20, Threads: 1, Quiet: true,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func writeReport(res *Result, cfg Config, gen *synth.Result) error {
 	fmt.Fprintf(&b, "- Data: %d species (%d genera, %d families), %d training and %d test sheets, Herbarium 2020 layout in `%s`.\n",
 		len(gen.Categories), cfg.Genera, cfg.Families, gen.TrainImages, gen.TestImages, rel(dir, gen.Root))
 	c := res.Config
-	fmt.Fprintf(&b, "- `protoherb run` within %s (`%s`, every choice in `%s`): %s at %d px (whole sheets at their aspect: resize %s, TTA %s), %d pretraining steps on all species",
+	fmt.Fprintf(&b, "- `protoherb run` within %s (`%s`, every choice in `%s`): %s at %d px (resize %s, TTA %s), %d pretraining steps on all species",
 		c.Budget, rel(dir, res.Run), rel(dir, filepath.Join(res.Run, "config.yaml")), c.Backbone, c.ImageSize, c.Resize, c.TTA, c.PretrainSteps)
 	if c.TrainSteps > 0 {
 		fmt.Fprintf(&b, ", then %d episodes of %d-way %d-shot %d-query", c.TrainSteps, c.Way, c.Shot, c.Query)

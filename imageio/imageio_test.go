@@ -471,7 +471,7 @@ func TestOmniglotThroughLoader(t *testing.T) {
 	}
 }
 
-// TestFitLetterbox: Fit keeps the whole image and its aspect. A 100×40 image of grey 200 with a
+// TestFitLetterbox: Fit keeps the whole image and its aspect (Squash stretches it). A 100×40 image of grey 200 with a
 // dark 20×20 square in its middle, fitted to 50 px, fills rows 15–34 (40 × 0.5 = 20 rows, centred),
 // the rows above and below padded with the border's 200, and the square lands in the middle at
 // 10×10; the centre crop instead fills every row with the image.
@@ -519,5 +519,17 @@ func TestFitLetterbox(t *testing.T) {
 	}
 	if _, _, err := p.Crop(b, &Transform{Size: 50, Fit: true, Zoom: [2]float64{2, 1}}, nil, 0); err == nil {
 		t.Error("zoom range [2, 1] accepted")
+	}
+	// Squash stretches the whole 100×40 image to 50×50: the square (x 40–60, y 10–30) becomes
+	// x 20–30, y 12.5–37.5, and no pixel is padding.
+	crop, _, err = p.Crop(b, &Transform{Size: 50, Squash: true}, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at(25, 14) != 20 || at(25, 35) != 20 || at(21, 25) != 20 || at(25, 11) != 200 || at(25, 39) != 200 || at(18, 25) != 200 || at(0, 0) != 200 {
+		t.Errorf("squash: inside %d %d %d, outside %d %d %d %d", at(25, 14), at(25, 35), at(21, 25), at(25, 11), at(25, 39), at(18, 25), at(0, 0))
+	}
+	if _, _, err := p.Crop(b, &Transform{Size: 50, Fit: true, Squash: true}, nil, 0); err == nil {
+		t.Error("fit and squash together accepted")
 	}
 }

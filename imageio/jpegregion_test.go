@@ -105,6 +105,8 @@ func TestRegionDecodeMatchesFullDecode(t *testing.T) {
 			{Size: 84, Fit: true},
 			{Size: 56, Fit: true, RandomCrop: true},
 			{Size: 40, Fit: true, RandomCrop: true, Zoom: [2]float64{0.3, 0.6}, Shift: 0.3},
+			{Size: 84, Squash: true},
+			{Size: 56, Squash: true, RandomCrop: true},
 		} {
 			for seed := uint64(0); seed < 3; seed++ {
 				got, _, err := p.Crop(b, &tf, rand.New(rand.NewPCG(seed, 0)), 0)

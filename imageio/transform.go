@@ -37,6 +37,9 @@ type Transform struct {
 	Fit   bool
 	Zoom  [2]float64
 	Shift float64
+	// Squash resizes the whole image to the square, its aspect not kept (nothing cut off, no pixel
+	// spent on padding); with RandomCrop, the random resized crop is drawn in the squashed frame.
+	Squash bool
 	// HFlip flips horizontally with probability 1/2; Rot90 rotates by a random multiple of 90 degrees.
 	HFlip, Rot90 bool
 	Jitter       ColorJitter
@@ -77,6 +80,9 @@ func (t Transform) withDefaults() (Transform, error) {
 	if t.Shift == 0 {
 		t.Shift = 0.1
 	}
+	if t.Fit && t.Squash {
+		return t, fmt.Errorf("transform: fit and squash are exclusive")
+	}
 	if t.Zoom[0] <= 0 || t.Zoom[1] < t.Zoom[0] || t.Shift < 0 {
 		return t, fmt.Errorf("transform: zoom %v or shift %g out of range", t.Zoom, t.Shift)
 	}
@@ -114,6 +120,13 @@ func (t *Transform) makePlan(w, h int, r *rand.Rand) plan {
 	switch {
 	case t.Fit:
 		p.box = t.fitBox(fw, fh, r)
+	case t.Squash:
+		p.box = Box{0, 0, fw, fh}
+		if t.RandomCrop { // drawn on a square frame, then stretched back to the image
+			const side = 1 << 12
+			b := randomCrop(side, side, t.Scale, t.Ratio, r)
+			p.box = Box{b.X0 * fw / side, b.Y0 * fh / side, b.X1 * fw / side, b.Y1 * fh / side}
+		}
 	case t.RandomCrop:
 		p.box = randomCrop(fw, fh, t.Scale, t.Ratio, r)
 	default:

@@ -50,6 +50,8 @@ type ModelSpec struct {
 	Mean, Std []float32
 	// Fit: the whole image at its aspect, padded (imageio.Transform.Fit; train's fit).
 	Fit bool
+	// Squash: the whole image stretched to the square (imageio.Transform.Squash; train's squash).
+	Squash bool
 	// FlipTTA averages the embeddings of each image and its mirror image (train's flip-tta).
 	FlipTTA bool
 	// Chunk is the most images per libtorch forward call (0 = the whole batch; negative = auto: 4
@@ -169,7 +171,7 @@ func mirror(x []float32, s int) []float32 {
 //
 // The architecture comes from spec where set, else from the checkpoint's run config, read
 // leniently: keys backbone (or model), image_size (or size), in_channels (or channels),
-// embed_dim, l2_norm, invert, resize, fit and flip_tta (package train's names), at the top level or inside a
+// embed_dim, l2_norm, invert, resize, fit, squash and flip_tta (package train's names), at the top level or inside a
 // "model" object.
 func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	var weights map[string]*torch.Tensor
@@ -239,7 +241,7 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 		}
 	}
 	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert,
-		Mean: spec.Mean, Std: spec.Std, Fit: spec.Fit}
+		Mean: spec.Mean, Std: spec.Std, Fit: spec.Fit, Squash: spec.Squash}
 	if tf.Channels == 0 {
 		tf.Channels = 3
 	}
@@ -317,6 +319,7 @@ func (s *ModelSpec) fill(raw json.RawMessage) error {
 		return false
 	}
 	s.Fit = s.Fit || flag("fit")
+	s.Squash = s.Squash || flag("squash")
 	s.FlipTTA = s.FlipTTA || flag("flip_tta", "fliptta")
 	switch v := look("invert").(type) {
 	case bool:

@@ -8,16 +8,16 @@
 //
 //   - Backbone and image size, for the device and the budget (see chooseModel), or the backbone of
 //     the --init file.
-//   - The image geometry and test-time augmentation: each image whole at its aspect, padded with its
-//     border's colour (resize: fit), and embeddings averaged with the mirror image's (tta: flip).
-//     On leaf99 the centre square cut the leaves' tips off and cost 0.12 macro-F1; the flip adds
-//     about 0.04 (docs/results/accuracy.md).
-//   - Step counts: a few calibration steps measure the step time on this machine; the budget, less
-//     the time spent so far, the estimated embedding time of every image and a safety margin, goes
-//     to pretraining a classifier on all classes (fitSteps), whose embedding then gives the class
-//     means: at equal time this beat giving 15% or 40% of it to episodic training (the study in
-//     docs/results/accuracy.md, after Chen et al. 2019 and Tian et al. 2020). --train-steps N adds
-//     N episodes of episodic training after it.
+//   - The image geometry and test-time augmentation: each whole image stretched to the square
+//     (resize: squash; fit keeps the aspect and pads, crop takes the centre square), and embeddings
+//     averaged with the mirror image's (tta: flip). Across leaf99 and the synthetic herbarium squash
+//     was the one geometry near the best on both; the flip adds 0.03–0.09 macro-F1
+//     (docs/results/accuracy.md).
+//   - Step counts: a few calibration steps of each training stage measure the step time on this
+//     machine; the budget, less the time spent so far, the estimated embedding time of every image
+//     and a safety margin, goes 60/40 to pretraining a classifier on all classes and episodic
+//     training (fitSteps). Episodes lost 0.05 on leaf99 but gained 0.13 on the synthetic
+//     herbarium at equal time: kept, for the long tail.
 //   - The prototype build (plain means, centred, centred and normalised, or robust: normalised
 //     embeddings, centred, shrunk toward genus and family, normalised), chosen by macro-F1 on
 //     ValFrac of the TRAINING images of each class held out from training; the test set is never

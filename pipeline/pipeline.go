@@ -139,13 +139,13 @@ func defaults(c *Config) error {
 		c.ValFrac = 0.2
 	}
 	if c.Resize == "" {
-		c.Resize = "fit"
+		c.Resize = "squash"
 	}
 	if c.TTA == "" {
 		c.TTA = "flip"
 	}
-	if c.Resize != "fit" && c.Resize != "crop" {
-		return fmt.Errorf("run: resize %q: want fit or crop", c.Resize)
+	if c.Resize != "squash" && c.Resize != "fit" && c.Resize != "crop" {
+		return fmt.Errorf("run: resize %q: want squash, fit or crop", c.Resize)
 	}
 	if c.TTA != "flip" && c.TTA != "none" {
 		return fmt.Errorf("run: tta %q: want flip or none", c.TTA)
@@ -162,15 +162,15 @@ func plan(ctx context.Context, c *Config, d *data, opt Options, dev torch.Device
 		return err
 	}
 	chooseEpisodes(c, d)
-	if c.TrainSteps == 0 {
-		c.TrainSteps = -1 // pretraining on all classes uses the whole budget (package comment)
-	}
-	if c.PretrainSteps != 0 {
+	if c.PretrainSteps != 0 && c.TrainSteps != 0 {
 		return nil
 	}
 	var err error
-	if c.PretrainSteps == 0 {
-		if c.Measured.PretrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModePretrain, opt); err != nil {
+	if c.Measured.PretrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModePretrain, opt); err != nil {
+		return err
+	}
+	if c.TrainSteps == 0 {
+		if c.Measured.TrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModeEpisodic, opt); err != nil {
 			return err
 		}
 	}

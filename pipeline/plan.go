@@ -15,7 +15,8 @@ import (
 
 // Plan constants.
 const (
-	calibrationSteps = 6    // pretraining steps timed (the first, warm-up, left out) to plan the budget
+	calibrationSteps = 6    // steps of each training stage timed (the first, warm-up, left out)
+	pretrainShare    = 0.6  // of the training time, when both stages are fitted
 	budgetMargin     = 0.08 // of the budget, kept for the unexpected
 	// embedFactor: embedding an image costs about this share of a pretraining image's step time.
 	// The forward pass alone is about a third, but decoding the image, which a training step also
@@ -93,7 +94,7 @@ func stageConfig(c *Config, out, mode string, steps int) train.Config {
 	tc.ValFrac, tc.EvalEvery = 0, 0 // the build choice is the validation that matters here
 	tc.Backbone, tc.ImageSize, tc.Channels = c.Backbone, c.ImageSize, 3
 	tc.ChannelsLast, tc.Augment, tc.Device, tc.Threads, tc.Seed = true, true, c.Device, c.Threads, c.Seed
-	tc.Fit, tc.FlipTTA = c.Resize == "fit", c.TTA == "flip"
+	tc.Fit, tc.Squash, tc.FlipTTA = c.Resize == "fit", c.Resize == "squash", c.TTA == "flip"
 	tc.Steps, tc.SaveEvery, tc.KeepLast = steps, max(steps/4, 1), 1
 	if mode == train.ModePretrain {
 		tc.RunDir, tc.TopClasses, tc.BatchSize, tc.Init = filepath.Join(out, "runs", "pretrain"), 0, c.BatchSize, c.Init
@@ -123,9 +124,9 @@ func calibrate(ctx context.Context, c *Config, out, mode string, opt Options) (f
 	return r.SecPerStep, nil
 }
 
-// fitSteps gives pretraining what is left of the budget after the embedding of every image and
-// the episodes asked for (their step time estimated from a pretraining image's: an episode is
-// way×(shot+query) images, and the distances cost little beside the backbone).
+// fitSteps splits what is left of the budget, after the embedding of every image, between the
+// training stages: 60/40 when both are fitted; a stage whose count is given keeps it and the other
+// gets the rest (an episode's time estimated from a pretraining image's when it was not measured).
 func fitSteps(c *Config, elapsed time.Duration, images int) {
 	m := &c.Measured
 	m.Images = images
@@ -134,12 +135,23 @@ func fitSteps(c *Config, elapsed time.Duration, images int) {
 	if c.TTA == "flip" {
 		m.EmbedImageSeconds *= flipFactor
 	}
-	left := c.Budget.Seconds()*(1-budgetMargin) - elapsed.Seconds() - m.EmbedImageSeconds*float64(images)
-	if c.TrainSteps > 0 {
+	if m.TrainStepSeconds == 0 {
 		m.TrainStepSeconds = perImage * float64(c.Way*(c.Shot+c.Query))
-		left -= m.TrainStepSeconds * float64(c.TrainSteps)
 	}
-	c.PretrainSteps = max(int(max(left, 0)/max(m.PretrainStepSeconds, 1e-3)), 1)
+	left := c.Budget.Seconds()*(1-budgetMargin) - elapsed.Seconds() - m.EmbedImageSeconds*float64(images)
+	left = max(left, 0)
+	steps := func(s, per float64) int { return max(int(s/max(per, 1e-3)), 1) }
+	switch {
+	case c.PretrainSteps == 0 && c.TrainSteps == 0:
+		c.PretrainSteps = steps(left*pretrainShare, m.PretrainStepSeconds)
+		c.TrainSteps = steps(left*(1-pretrainShare), m.TrainStepSeconds)
+	case c.PretrainSteps == 0:
+		left -= m.TrainStepSeconds * float64(max(c.TrainSteps, 0))
+		c.PretrainSteps = steps(max(left, 0), m.PretrainStepSeconds)
+	case c.TrainSteps == 0:
+		left -= m.PretrainStepSeconds * float64(max(c.PretrainSteps, 0))
+		c.TrainSteps = steps(max(left, 0), m.TrainStepSeconds)
+	}
 }
 
 // chooseEpisodes fills the episode shape from the fit images: 2-shot 2-query (the long tail has

@@ -58,6 +58,9 @@ type Config struct {
 	// border's colour) instead of the centre square; with Augment, a random zoom and shift instead of
 	// the random resized crop. The model file records it, so embedding does the same.
 	Fit bool `yaml:"fit" json:"fit"`
+	// Squash resizes each whole image to the square, its aspect not kept (with Augment, the random
+	// resized crop drawn in the squashed frame). The model file records it.
+	Squash bool `yaml:"squash" json:"squash"`
 	// FlipTTA embeds each image and its mirror image and averages the two (test-time augmentation),
 	// in validation and wherever the model is loaded to embed.
 	FlipTTA  bool   `yaml:"flip-tta" json:"flip_tta"`

@@ -27,6 +27,7 @@ type ImageOptions struct {
 	Invert         bool
 	Augment        bool
 	Fit            bool // whole image at its aspect, padded (imageio.Transform.Fit)
+	Squash         bool // whole image stretched to the square (imageio.Transform.Squash)
 	// InMemory decodes every image once (unaugmented) and serves batches from RAM.
 	InMemory bool
 	Workers  int
@@ -41,7 +42,7 @@ type ImageOptions struct {
 // transform returns the image transform of the options: a centre square (Omniglot: the whole
 // drawing) resized to Size, or with Augment a random resized crop, horizontal flip and colour jitter.
 func (o ImageOptions) transform() imageio.Transform {
-	t := imageio.Transform{Size: o.Size, Channels: o.Channels, Invert: o.Invert, Fit: o.Fit}
+	t := imageio.Transform{Size: o.Size, Channels: o.Channels, Invert: o.Invert, Fit: o.Fit, Squash: o.Squash}
 	if o.Augment {
 		t.RandomCrop, t.Scale, t.HFlip = true, [2]float64{0.35, 1}, true // Fit: its zoom and shift instead
 		if o.Channels == 3 {

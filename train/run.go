@@ -662,7 +662,7 @@ func previousBest(metricsPath, runDir string) (float64, string, error) {
 
 // imageOptions returns the image pipeline of a config (InMemory decided by the caller).
 func (c *Config) imageOptions(workers int, bar progress.Options) ImageOptions {
-	return ImageOptions{Size: c.ImageSize, Channels: c.Channels, Invert: c.Invert == "true", Augment: c.Augment, Fit: c.Fit,
+	return ImageOptions{Size: c.ImageSize, Channels: c.Channels, Invert: c.Invert == "true", Augment: c.Augment, Fit: c.Fit, Squash: c.Squash,
 		Workers: workers, Bar: bar, OnBad: c.onBad(), BadList: listPath(c.RunDir)}
 }
 
