@@ -29,7 +29,7 @@ type Config struct {
 	ImageSize                 int           // model input, px
 	Budget                    time.Duration // run's budget for training, embedding and prediction
 	// PretrainSteps and TrainSteps fix run's step counts instead of fitting them to the budget
-	// (0: fitted; -1: none).
+	// (PretrainSteps 0: fitted; TrainSteps 0: none, run's default).
 	PretrainSteps, TrainSteps int
 	Threads                   int
 	Seed                      uint64

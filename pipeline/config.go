@@ -13,11 +13,12 @@
 //     averaged with the mirror image's (tta: flip). Across leaf99 and the synthetic herbarium squash
 //     was the one geometry near the best on both; the flip adds 0.03–0.09 macro-F1
 //     (docs/results/accuracy.md).
-//   - Step counts: a few calibration steps of each training stage measure the step time on this
-//     machine; the budget, less the time spent so far, the estimated embedding time of every image
-//     and a safety margin, goes 60/40 to pretraining a classifier on all classes and episodic
-//     training (fitSteps). Episodes lost 0.05 on leaf99 but gained 0.13 on the synthetic
-//     herbarium at equal time: kept, for the long tail.
+//   - Step counts: ten calibration steps measure the step time on this machine (their median after
+//     the first two); the budget, less the time spent so far, the estimated embedding time of every
+//     image and a safety margin, goes to pretraining a classifier on all classes (fitSteps), whose
+//     embedding then gives the class means: at equal time on these 2 cores this beat giving 40% of
+//     it to episodic training on both leaf99 and the synthetic herbarium
+//     (docs/results/accuracy.md). --train-steps N adds N episodes after it.
 //   - The prototype build (plain means, centred, centred and normalised, or robust: normalised
 //     embeddings, centred, shrunk toward genus and family, normalised), chosen by macro-F1 on
 //     ValFrac of the TRAINING images of each class held out from training; the test set is never

@@ -162,15 +162,15 @@ func plan(ctx context.Context, c *Config, d *data, opt Options, dev torch.Device
 		return err
 	}
 	chooseEpisodes(c, d)
-	if c.PretrainSteps != 0 && c.TrainSteps != 0 {
+	if c.TrainSteps == 0 {
+		c.TrainSteps = -1 // pretraining on all classes uses the whole budget (package comment)
+	}
+	if c.PretrainSteps != 0 {
 		return nil
 	}
 	var err error
-	if c.Measured.PretrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModePretrain, opt); err != nil {
-		return err
-	}
-	if c.TrainSteps == 0 {
-		if c.Measured.TrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModeEpisodic, opt); err != nil {
+	if c.PretrainSteps == 0 {
+		if c.Measured.PretrainStepSeconds, err = calibrate(ctx, c, opt.Out, train.ModePretrain, opt); err != nil {
 			return err
 		}
 	}

@@ -106,12 +106,12 @@ func TestRunBudgetAndConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := ra.Config
-	if c.Backbone != "conv4" || c.PretrainSteps < 1 || c.TrainSteps < 1 || c.Measured.PretrainStepSeconds <= 0 ||
-		c.Measured.TrainStepSeconds <= 0 || c.Resize != "squash" || c.TTA != "flip" || c.Prototypes == nil {
+	if c.Backbone != "conv4" || c.PretrainSteps < 1 || c.TrainSteps != -1 || c.Measured.PretrainStepSeconds <= 0 ||
+		c.Resize != "squash" || c.TTA != "flip" || c.Prototypes == nil {
 		t.Fatalf("plan not recorded: %+v", c)
 	}
 	// The model file says how to embed: whole images squashed to the square, flip TTA.
-	e, err := infer.LoadModel(filepath.Join(a, "runs", "train"), infer.ModelSpec{})
+	e, err := infer.LoadModel(filepath.Join(a, "runs", "pretrain"), infer.ModelSpec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,22 +154,21 @@ func TestRunHoldoutAndBadConfig(t *testing.T) {
 	}
 }
 
-// fitSteps splits what is left of the budget, less the margin and the embedding estimate (a third
-// more with flip TTA), 60/40 between the stages, or gives the rest to the stage whose count is open.
+// fitSteps gives pretraining what is left of the budget after the margin, the embedding estimate
+// (a third more with flip TTA) and the episodes asked for, and keeps counts already chosen.
 func TestFitSteps(t *testing.T) {
-	c := Config{Budget: 100 * time.Second, BatchSize: 10,
-		Measured: Measured{PretrainStepSeconds: 1, TrainStepSeconds: 0.5}}
+	c := Config{Budget: 100 * time.Second, BatchSize: 10, TrainSteps: -1, Measured: Measured{PretrainStepSeconds: 1}}
 	fitSteps(&c, 10*time.Second, 100)
-	// left = 100·0.92 − 10 − 100 images · (1 s / 10 · 1) = 72 s: 43.2 s of pretraining, 28.8 s of episodes.
-	if c.PretrainSteps != 43 || c.TrainSteps != 57 || c.Measured.Images != 100 {
-		t.Errorf("steps %d and %d for %d images, want 43 and 57", c.PretrainSteps, c.TrainSteps, c.Measured.Images)
+	// left = 100·0.92 − 10 − 100 images · (1 s / 10 · 1) = 72 s of pretraining.
+	if c.PretrainSteps != 72 || c.TrainSteps != -1 || c.Measured.Images != 100 {
+		t.Errorf("steps %d and %d for %d images, want 72 and -1", c.PretrainSteps, c.TrainSteps, c.Measured.Images)
 	}
 	// Flip TTA: 92 − 10 − 100 images · 0.1 s · 4/3 − 5 episodes · (2-way 1-shot 2-query = 6 images · 0.1 s) = 65.7 s.
 	c = Config{Budget: 100 * time.Second, BatchSize: 10, TTA: "flip", TrainSteps: 5, Way: 2, Shot: 1, Query: 2,
 		Measured: Measured{PretrainStepSeconds: 1}}
 	fitSteps(&c, 10*time.Second, 100)
-	if c.PretrainSteps != 65 || c.TrainSteps != 5 {
-		t.Errorf("with TTA and 5 episodes: steps %d and %d, want 65 and 5", c.PretrainSteps, c.TrainSteps)
+	if want := 65; c.PretrainSteps != want || c.TrainSteps != 5 {
+		t.Errorf("with TTA and 5 episodes: steps %d and %d, want %d and 5", c.PretrainSteps, c.TrainSteps, want)
 	}
 	c = Config{Budget: time.Second, BatchSize: 10, TrainSteps: -1, Measured: Measured{PretrainStepSeconds: 1}}
 	fitSteps(&c, time.Minute, 10)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,8 +16,7 @@ import (
 
 // Plan constants.
 const (
-	calibrationSteps = 6    // steps of each training stage timed (the first, warm-up, left out)
-	pretrainShare    = 0.6  // of the training time, when both stages are fitted
+	calibrationSteps = 10   // pretraining steps timed to plan the budget (the median after the first two)
 	budgetMargin     = 0.08 // of the budget, kept for the unexpected
 	// embedFactor: embedding an image costs about this share of a pretraining image's step time.
 	// The forward pass alone is about a third, but decoding the image, which a training step also
@@ -121,12 +121,28 @@ func calibrate(ctx context.Context, c *Config, out, mode string, opt Options) (f
 	if err != nil {
 		return 0, fmt.Errorf("calibrating %s: %w", mode, err)
 	}
-	return r.SecPerStep, nil
+	return medianAfter(r.StepSeconds, 2), nil
 }
 
-// fitSteps splits what is left of the budget, after the embedding of every image, between the
-// training stages: 60/40 when both are fitted; a stage whose count is given keeps it and the other
-// gets the rest (an episode's time estimated from a pretraining image's when it was not measured).
+// medianAfter is the median of xs past the first skip (their warm-up), or of all when too few.
+func medianAfter(xs []float64, skip int) float64 {
+	if len(xs) > skip {
+		xs = xs[skip:]
+	}
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// fitSteps gives pretraining what is left of the budget after the embedding of every image and
+// the episodes asked for (their step time estimated from a pretraining image's: an episode is
+// way×(shot+query) images, and the distances cost little beside the backbone).
 func fitSteps(c *Config, elapsed time.Duration, images int) {
 	m := &c.Measured
 	m.Images = images
@@ -135,23 +151,12 @@ func fitSteps(c *Config, elapsed time.Duration, images int) {
 	if c.TTA == "flip" {
 		m.EmbedImageSeconds *= flipFactor
 	}
-	if m.TrainStepSeconds == 0 {
-		m.TrainStepSeconds = perImage * float64(c.Way*(c.Shot+c.Query))
-	}
 	left := c.Budget.Seconds()*(1-budgetMargin) - elapsed.Seconds() - m.EmbedImageSeconds*float64(images)
-	left = max(left, 0)
-	steps := func(s, per float64) int { return max(int(s/max(per, 1e-3)), 1) }
-	switch {
-	case c.PretrainSteps == 0 && c.TrainSteps == 0:
-		c.PretrainSteps = steps(left*pretrainShare, m.PretrainStepSeconds)
-		c.TrainSteps = steps(left*(1-pretrainShare), m.TrainStepSeconds)
-	case c.PretrainSteps == 0:
-		left -= m.TrainStepSeconds * float64(max(c.TrainSteps, 0))
-		c.PretrainSteps = steps(max(left, 0), m.PretrainStepSeconds)
-	case c.TrainSteps == 0:
-		left -= m.PretrainStepSeconds * float64(max(c.PretrainSteps, 0))
-		c.TrainSteps = steps(max(left, 0), m.TrainStepSeconds)
+	if c.TrainSteps > 0 {
+		m.TrainStepSeconds = perImage * float64(c.Way*(c.Shot+c.Query))
+		left -= m.TrainStepSeconds * float64(c.TrainSteps)
 	}
+	c.PretrainSteps = max(int(max(left, 0)/max(m.PretrainStepSeconds, 1e-3)), 1)
 }
 
 // chooseEpisodes fills the episode shape from the fit images: 2-shot 2-query (the long tail has

@@ -54,3 +54,21 @@ func TestChooseModel(t *testing.T) {
 		t.Errorf("unknown names: %v", err)
 	}
 }
+
+// The calibration's step time is the median after the warm-up steps: one slow batch (a large image)
+// does not move the plan.
+func TestMedianAfter(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{9, 5, 0.5, 0.4, 3, 0.6}, 0.55},
+		{[]float64{9, 5, 0.5, 0.4, 0.6}, 0.5},
+		{[]float64{2}, 2},
+		{nil, 0},
+	} {
+		if got := medianAfter(c.xs, 2); got != c.want {
+			t.Errorf("medianAfter(%v, 2) = %v, want %v", c.xs, got, c.want)
+		}
+	}
+}

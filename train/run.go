@@ -58,6 +58,8 @@ type Result struct {
 	// DataShare is the share of the step time spent sampling and loading images.
 	DataShare float64
 	Losses    []float64 // the loss of every step this call ran, in order
+	// StepSeconds is the time of every step this call ran, in order.
+	StepSeconds []float64
 }
 
 // stepResult is what one training step reports.
@@ -449,6 +451,7 @@ func (l *loop) record(sr stepResult, lr float64) error {
 	l.dataTime += sr.data
 	l.res.Loss = sr.loss
 	l.res.Losses = append(l.res.Losses, sr.loss)
+	l.res.StepSeconds = append(l.res.StepSeconds, sr.took.Seconds())
 	ips := float64(l.trainImages) / l.trainTime.Seconds()
 	vals := map[string]float64{"loss": sr.loss, "acc": sr.acc, "lr": lr, "images_per_s": float64(sr.images) / sr.took.Seconds(),
 		"step_s": sr.took.Seconds(), "data_s": sr.data.Seconds()}

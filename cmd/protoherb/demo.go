@@ -56,7 +56,7 @@ DIR/run/ (run's config.yaml, model, prototypes, submission); needs no download a
 	f.IntVar(&c.ImageSize, "image-size", 64, "model input size (px)")
 	f.DurationVar(&c.Budget, "budget", 4*time.Minute, "run's time for training, embedding and prediction")
 	f.IntVar(&c.PretrainSteps, "pretrain-steps", 0, "pretraining batches (default: fitted to the budget)")
-	f.IntVar(&c.TrainSteps, "train-steps", 0, "episodic training episodes after pretraining (default: fitted to the budget)")
+	f.IntVar(&c.TrainSteps, "train-steps", 0, "episodic training episodes after pretraining (default: none)")
 	f.IntVar(&c.Threads, "threads", runtime.NumCPU(), "libtorch threads")
 	f.Uint64Var(&c.Seed, "seed", 1, "random seed")
 	f.BoolVar(&c.Quiet, "quiet", false, "no progress bars")

@@ -21,9 +21,9 @@ func newPipelineCmd() *cobra.Command {
 		Long: `Runs the whole pipeline on a dataset and writes DIR/submission.csv, DIR/topk.csv and, when the predicted
 images have labels (a labelled test split, a solution.csv beside the data, or --holdout), DIR/report/.
 
-It measures the step time on this machine and fits pretraining on all classes and episodic training
-(60/40) to --budget; stretches each whole image to the square (--resize squash) and averages
-embeddings with the mirror image's (--tta flip);
+It measures the step time on this machine and fits pretraining on all classes to --budget (episodic
+training only with --train-steps: at equal time it did worse); stretches each whole image to the
+square (--resize squash) and averages embeddings with the mirror image's (--tta flip);
 chooses the backbone and image size for the device and the budget (or the --init file's backbone);
 chooses the prototype build (plain, centred, normalised, shrunk toward genus and family) by macro-F1 on
 held-out training images, never the test set. Every choice goes to DIR/config.yaml: --config that file
@@ -75,7 +75,7 @@ repeats the run. --resume DIR continues the interrupted stage; Ctrl-C saves a ch
 	f.StringVar(&c.Backbone, "backbone", "", "backbone (default: chosen for the device and budget)")
 	f.IntVar(&c.ImageSize, "image-size", 0, "model input size (default: chosen)")
 	f.IntVar(&c.PretrainSteps, "pretrain-steps", 0, "pretraining batches (default: fitted to the budget; -1: none)")
-	f.IntVar(&c.TrainSteps, "train-steps", 0, "episodic training episodes after pretraining (default: fitted to the budget; -1: none)")
+	f.IntVar(&c.TrainSteps, "train-steps", 0, "episodic training episodes after pretraining (default: none)")
 	f.StringVar(&c.Resize, "resize", "", "squash: whole image stretched to the square; fit: whole image at its aspect, padded with its border's colour; crop: centre square (default squash)")
 	f.StringVar(&c.TTA, "tta", "", "flip: average each embedding with its mirror image's; none (default flip)")
 	f.IntVar(&c.Threads, "threads", runtime.NumCPU(), "libtorch threads")
