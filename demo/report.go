@@ -73,7 +73,7 @@ func writeReport(res *Result, cfg Config, gen *synth.Result) error {
 	if c.Prototypes != nil {
 		fmt.Fprintf(&b, "; prototype build %q, chosen on held-out training images", c.Prototypes.Name)
 	}
-	fmt.Fprintf(&b, ".\n")
+	fmt.Fprintf(&b, ".\n\n")
 	fmt.Fprintf(&b, "| method | macro-F1 | accuracy | top-5 | F1 head | F1 medium | F1 tail |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range res.Methods {
 		cell := func(name string) string {
