@@ -1,7 +1,7 @@
 # leaf99 recipe sweep for protoherb issue 16 (docs/results/accuracy.md): Conv-4 in PyTorch on a GPU,
 # every recipe at the same number of image passes as a 15-minute `protoherb run` on 2 cores, then
 # nearest class mean on the training embeddings, scored on the test split (macro-F1, tail F1).
-# Usage: python3 sweep.py DATA.npz first|second|herb   (DATA.npz from pack.py; herb: the synthetic herbarium)
+# Usage: python3 sweep.py DATA.npz first|second|herb|resnet12   (DATA.npz from pack.py; herb: the synthetic herbarium)
 import math, sys, time, json, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from sklearn.metrics import f1_score
 dev = 'cuda'
@@ -59,6 +59,22 @@ class Conv4(nn.Module):
     def __init__(s, w=64): super().__init__(); s.f = nn.Sequential(block(3, w), block(w, w), block(w, w), block(w, w))
     def forward(s, x): return s.f(x).flatten(1)
 
+class RBlock(nn.Module):  # ResNet-12's block (MetaOptNet, Tian et al.): three 3x3 convs, 1x1 shortcut, max-pool
+    def __init__(s, i, o):
+        super().__init__()
+        s.c = nn.ModuleList([nn.Conv2d(a, o, 3, padding=1, bias=False) for a in (i, o, o)])
+        s.b = nn.ModuleList([nn.BatchNorm2d(o) for _ in range(3)])
+        s.sc = nn.Sequential(nn.Conv2d(i, o, 1, bias=False), nn.BatchNorm2d(o))
+    def forward(s, x):
+        r = s.sc(x)
+        for k in range(3):
+            x = s.b[k](s.c[k](x))
+            if k < 2: x = F.leaky_relu(x, 0.1)
+        return F.max_pool2d(F.leaky_relu(x + r, 0.1), 2)
+class ResNet12(nn.Module):
+    def __init__(s): super().__init__(); s.f = nn.Sequential(RBlock(3, 64), RBlock(64, 160), RBlock(160, 320), RBlock(320, 640))
+    def forward(s, x): return F.adaptive_avg_pool2d(s.f(x), 1).flatten(1)
+
 def embed(net, idx, S, mode, tta):
     net.eval(); out = []
     with torch.no_grad():
@@ -82,9 +98,9 @@ def evaluate(net, S, mode, tta=False):
         res[name] = (round(float(f1.mean()), 4), round(float(f1[tail].mean()), 4))
     return res
 
-def run(name, S=84, mode='letter', passes=120000, aug={}, episodic=0.0, rotaux=0.0, seed=0, width=64, bs=64, lr=0.05, ls=0.1, wd=5e-4, tta=True, holdout=0.0):
+def run(name, S=84, mode='letter', passes=120000, aug={}, episodic=0.0, rotaux=0.0, seed=0, width=64, bs=64, lr=0.05, ls=0.1, wd=5e-4, tta=True, holdout=0.0, arch='conv4'):
     torch.manual_seed(seed); g = torch.Generator(device=dev); g.manual_seed(seed)
-    net = Conv4(width).to(dev).to(memory_format=torch.channels_last); dim = net(render(tr_idx[:2], S, mode)).shape[1]
+    net = (ResNet12() if arch == 'resnet12' else Conv4(width)).to(dev).to(memory_format=torch.channels_last); dim = net(render(tr_idx[:2], S, mode)).shape[1]
     head = nn.Linear(dim, C).to(dev); rhead = nn.Linear(dim, 4).to(dev)
     params = list(net.parameters()) + list(head.parameters()) + list(rhead.parameters())
     steps = int(passes * (1 - episodic) / bs / (1 + rotaux))
@@ -151,7 +167,14 @@ herb = [
     dict(name='herb-fit-2x', mode='letter', aug={'shift': .1}, passes=2 * P),
     dict(name='herb-squash-ep40-2x', mode='squash', aug={'rrc': 1}, passes=2 * P, episodic=.4),
 ]
-configs = {'first': first, 'second': second, 'herb': herb}[sys.argv[2]]
+# ResNet-12 costs 15.9x Conv-4's step on these 2 cores at 84 px (bench step, 64 images): equal time
+# is 120k/15.9 = 7.5k passes on leaf99
+resnet12 = [
+    dict(name='squash', mode='squash', aug={'rrc': 1}),
+    dict(name='squash-resnet12-equal-time', mode='squash', aug={'rrc': 1}, arch='resnet12', passes=7500),
+    dict(name='squash-resnet12-120k', mode='squash', aug={'rrc': 1}, arch='resnet12'),
+]
+configs = {'first': first, 'second': second, 'herb': herb, 'resnet12': resnet12}[sys.argv[2]]
 for cfg in configs:
     for seed in (0, 1):
         run(seed=seed, **cfg)
