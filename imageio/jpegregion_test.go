@@ -32,12 +32,7 @@ func fullCrop(t *testing.T, b []byte, tf *Transform, seed uint64) []uint8 {
 		t.Fatal(err)
 	}
 	p.crop = grow(p.crop, tt.Size*tt.Size*m.C)
-	box := pl.box.Scaled(float64(m.W)/float64(w), float64(m.H)/float64(h))
-	if box.X0 >= 0 && box.Y0 >= 0 && box.X1 <= float64(m.W) && box.Y1 <= float64(m.H) {
-		p.rs.Resample(m, box, tt.Size, tt.Size, p.crop)
-	} else {
-		p.resamplePadded(m, box, tt.Size)
-	}
+	p.resampleBox(m, pl.box.Scaled(float64(m.W)/float64(w), float64(m.H)/float64(h)), tt.Size)
 	return append([]uint8(nil), p.crop...)
 }
 

@@ -86,12 +86,17 @@ func (p *Processor) crop1(b []byte, m *Image, t *Transform, r *rand.Rand, maxPix
 	}
 	n := t.Size * t.Size * m.C
 	p.crop = grow(p.crop, n)
-	if box.X0 >= 0 && box.Y0 >= 0 && box.X1 <= float64(m.W) && box.Y1 <= float64(m.H) {
-		p.rs.Resample(m, box, t.Size, t.Size, p.crop)
-	} else {
-		p.resamplePadded(m, box, t.Size)
-	}
+	p.resampleBox(m, box, t.Size)
 	return p.crop, m.C, pl, nil
+}
+
+// resampleBox writes the box of m as size x size pixels into p.crop, padding what lies outside m.
+func (p *Processor) resampleBox(m *Image, box Box, size int) {
+	if box.X0 >= 0 && box.Y0 >= 0 && box.X1 <= float64(m.W) && box.Y1 <= float64(m.H) {
+		p.rs.Resample(m, box, size, size, p.crop)
+		return
+	}
+	p.resamplePadded(m, box, size)
 }
 
 // resamplePadded writes the box of m, which reaches outside it (a letterbox), as size x size pixels
