@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -35,9 +37,10 @@ func TestParseFigure(t *testing.T) {
 }
 
 // TestBenchSearchReportsBound runs a tiny search benchmark with the SGEMM bound measured in-process
-// (no reference script) and checks that the bound and the headline line are printed.
+// (no reference script) and checks that each round pairs a search with an SGEMM and that the bound
+// and the headline line are printed.
 func TestBenchSearchReportsBound(t *testing.T) {
-	out, err := run(t, "bench", "search", "--classes", "300", "--dim", "16", "--queries", "50", "--repeat", "1",
+	out, err := run(t, "bench", "search", "--classes", "300", "--dim", "16", "--queries", "50", "--repeat", "2",
 		"--quiet-wait", "0", "--tries", "1", "--sgemm", "64", "--sgemm-script", "")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -45,8 +48,30 @@ func TestBenchSearchReportsBound(t *testing.T) {
 	if !strings.Contains(out, "reference SGEMM skipped") || !strings.Contains(out, "% of it") {
 		t.Errorf("no SGEMM bound in:\n%s", out)
 	}
+	if strings.Count(out, "search at ") != 2 || !strings.Contains(out, "search / SGEMM in the same round, median: ") {
+		t.Errorf("want each of the 2 rounds paired with an SGEMM and their median share in:\n%s", out)
+	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if v, err := parseFigure(lines[len(lines)-1], "search:"); err != nil || v <= 0 {
 		t.Errorf("last line %q: want \"search: <positive> queries/s\" (%v)", lines[len(lines)-1], err)
+	}
+}
+
+// TestBenchPredictCreatesDir runs a tiny `bench predict` into a folder that does not exist yet (the
+// child predict is this test binary, dispatched by TestMain) and checks its figures.
+func TestBenchPredictCreatesDir(t *testing.T) {
+	t.Setenv("PROTOHERB_TEST_MAIN", "1")
+	dir := filepath.Join(t.TempDir(), "new", "phfix")
+	out, err := run(t, "bench", "predict", "--dir", dir, "--classes", "50", "--queries", "200", "--dim", "8",
+		"--sgemm", "64", "--sgemm-script", "")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "submission.csv")); err != nil {
+		t.Errorf("no submission in --dir: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if v, err := parseFigure(lines[len(lines)-1], "predict:"); err != nil || v <= 0 {
+		t.Errorf("last line %q: want \"predict: <positive> s\" (%v)\n%s", lines[len(lines)-1], err, out)
 	}
 }
