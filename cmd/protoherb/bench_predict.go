@@ -40,6 +40,8 @@ images) and 138,292 queries of 512 dimensions. The last line is "predict: X s".`
 				}
 				defer os.RemoveAll(d)
 				dir = d
+			} else if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("bench predict: --dir: %w", err)
 			}
 			protos, emb := filepath.Join(dir, "protos.safetensors"), filepath.Join(dir, "test.safetensors")
 			_, e1 := os.Stat(protos)
