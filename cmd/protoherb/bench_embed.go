@@ -39,6 +39,7 @@ type benchEmbedFlags struct {
 	channelsLast         bool
 	python               string
 	pythonMalloc         string
+	device               string
 	seed                 uint64
 }
 
@@ -70,6 +71,7 @@ libtorch shim uses. Last line: "embed: X images/s".`,
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with torch (and torchvision) for the reference; empty skips it")
 	fl.StringVar(&f.pythonMalloc, "python-malloc", "tuned", "allocator for the PyTorch run: tuned (protoherb's settings, like for like) or default (glibc's)")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the weights and input")
+	fl.StringVar(&f.device, "device", "cpu", "cpu, cuda or cuda:N (both sides; input copied from host memory and embeddings back, as embed does)")
 	return cmd
 }
 
@@ -87,7 +89,11 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 	if err := torch.ManualSeed(f.seed); err != nil {
 		return err
 	}
-	m, err := nn.New(nn.Config{Backbone: f.backbone, InChannels: 3, ImageSize: f.size, Device: torch.CPU, ChannelsLast: f.channelsLast})
+	dev, err := torch.ParseDevice(f.device)
+	if err != nil {
+		return fmt.Errorf("bench embed: %w", err)
+	}
+	m, err := nn.New(nn.Config{Backbone: f.backbone, InChannels: 3, ImageSize: f.size, Device: dev, ChannelsLast: f.channelsLast})
 	if err != nil {
 		return fmt.Errorf("bench embed: %w", err)
 	}
@@ -99,8 +105,8 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
-	fmt.Fprintf(out, "# %s %dpx batch=%d threads=%d channels-last=%v chunk=%d embed-dim=%d; load average %s\n",
-		f.backbone, f.size, f.batch, torch.NumThreads(), f.channelsLast, f.chunk, e.Dim(), loadAvg())
+	fmt.Fprintf(out, "# %s %dpx batch=%d device=%s threads=%d channels-last=%v chunk=%d embed-dim=%d; load average %s\n",
+		f.backbone, f.size, f.batch, dev, torch.NumThreads(), f.channelsLast, f.chunk, e.Dim(), loadAvg())
 	if f.python == "" {
 		fmt.Fprintln(out, "# PyTorch reference skipped: --python is empty")
 	}
@@ -178,7 +184,7 @@ func torchReference(out io.Writer, f benchEmbedFlags) (float64, float64, error) 
 	fmt.Fprintf(out, "# PyTorch (allocator %s):\n", f.pythonMalloc)
 	v, text, err := pythonReference(out, f.python, "bench_embed_torch.py", benchEmbedTorch, "torch:", env,
 		strconv.Itoa(f.threads), f.backbone, strconv.Itoa(f.size), strconv.Itoa(f.batch), cl,
-		strconv.Itoa(f.iters), strconv.Itoa(f.warmup))
+		strconv.Itoa(f.iters), strconv.Itoa(f.warmup), f.device)
 	if err != nil {
 		return 0, 0, err
 	}
