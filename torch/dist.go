@@ -44,11 +44,16 @@ type GroupOptions struct {
 const DefaultBucketBytes = 25 << 20
 
 // DistBackends lists the collective backends this build has ("gloo", and "nccl" when built with the
-// nccl tag against a CUDA libtorch).
+// nccl tag against a CUDA libtorch), as the compiled shim reports them: with -tags shimlib that is
+// libprotoherb_torch.so, which may have neither (none: built without c10d).
 func DistBackends() []string {
 	var buf [64]C.char
 	C.pt_dist_backends(&buf[0], 64)
-	return strings.Split(C.GoString(&buf[0]), ",")
+	s := C.GoString(&buf[0])
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 // NewGroup joins a job: it returns once all o.Size ranks have joined, or fails after the timeout.

@@ -1,3 +1,5 @@
+//go:build !shimlib
+
 // Reading torch.save files (the zip format PyTorch writes since 1.6) with libtorch's own unpickler
 // (torch::jit::Unpickler, what torch::pickle_load runs) and its zip reader (PyTorchStreamReader).
 // Go prepares data.pkl first (pickle.go): libtorch's unpickler turns every collections.OrderedDict

@@ -1,3 +1,5 @@
+//go:build !shimlib
+
 // Implementation of the C ABI in shim.h. Kept thin: argument conversion, a call into libtorch, and
 // exception-to-error translation. All model, loss and training logic lives in Go.
 #include "shim.h"
@@ -5,6 +7,7 @@
 
 #include <torch/torch.h>
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <malloc.h>
 
@@ -55,6 +58,11 @@ char* pt_version(char* buf, int n) {
   return buf;
 }
 int pt_cuda_available(void) { try { return torch::cuda::is_available() ? 1 : 0; } catch (...) { return 0; } }
+int pt_set_cudnn_allow_tf32(int allow) {
+  int old = at::globalContext().allowTF32CuDNN() ? 1 : 0;
+  at::globalContext().setAllowTF32CuDNN(allow != 0);
+  return old;
+}
 int pt_cuda_device_count(void) { try { return (int)torch::cuda::device_count(); } catch (...) { return 0; } }
 char* pt_manual_seed(uint64_t seed) { BEGIN torch::manual_seed(seed); END }
 void pt_set_grad_enabled(int on) { c10::GradMode::set_enabled(on != 0); }
@@ -98,6 +106,21 @@ char* pt_from_data(const void* data, const int64_t* shape, int ndim, int dtype, 
   auto t = at::empty(ref(shape, ndim), opts);
   std::memcpy(t.data_ptr(), data, t.nbytes());
   *out = wrap(t);
+  END
+}
+char* pt_from_data_to(const void* data, const int64_t* shape, int ndim, int dtype, int devtype, int devidx,
+                      pt_tensor* out) {
+  BEGIN
+  auto d = device(devtype, devidx);
+  auto opts = at::TensorOptions().dtype((at::ScalarType)dtype);
+  if (d.is_cpu()) {
+    auto t = at::empty(ref(shape, ndim), opts);
+    std::memcpy(t.data_ptr(), data, t.nbytes());
+    *out = wrap(t);
+  } else {
+    // One copy, host memory straight to the device (blocking): nothing refers to data afterwards.
+    *out = wrap(at::from_blob(const_cast<void*>(data), ref(shape, ndim), opts).to(d));
+  }
   END
 }
 char* pt_copy_to(pt_tensor t, void* dst, int64_t nbytes) {
@@ -363,7 +386,11 @@ char* pt_sq_dist(pt_tensor a, pt_tensor b, pt_tensor* out) {
 }
 char* pt_clamp(pt_tensor t, double lo, double hi, int has_lo, int has_hi, pt_tensor* out) {
   BEGIN
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  std::optional<at::Scalar> l, h;  // c10::optional is an alias of std::optional since about 2.3
+#else
   c10::optional<at::Scalar> l, h;
+#endif
   if (has_lo) l = lo;
   if (has_hi) h = hi;
   *out = wrap(at::clamp(T(t), l, h));

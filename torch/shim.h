@@ -82,6 +82,9 @@ typedef void* pt_optim;
 // Library and process settings.
 char* pt_version(char* buf, int n);
 int pt_cuda_available(void);
+// pt_set_cudnn_allow_tf32 sets whether cuDNN convolutions may use TF32 on GPUs that have it (libtorch's
+// default: yes) and returns the previous setting.
+int pt_set_cudnn_allow_tf32(int allow);
 int pt_cuda_device_count(void);
 void pt_set_num_threads(int n);
 int pt_get_num_threads(void);
@@ -107,6 +110,9 @@ void* pt_data_ptr(pt_tensor t);
 
 // Creation and copies between Go and libtorch.
 char* pt_from_data(const void* data, const int64_t* shape, int ndim, int dtype, pt_tensor* out);
+// pt_from_data_to copies data into a new tensor on the device (for a GPU: one host-to-device copy).
+char* pt_from_data_to(const void* data, const int64_t* shape, int ndim, int dtype, int devtype, int devidx,
+                      pt_tensor* out);
 char* pt_copy_to(pt_tensor t, void* dst, int64_t nbytes);
 char* pt_full(const int64_t* shape, int ndim, double value, int dtype, int devtype, int devidx, pt_tensor* out);
 char* pt_rand(int kind, const int64_t* shape, int ndim, int dtype, int devtype, int devidx, pt_tensor* out);

@@ -235,6 +235,28 @@ func FromFloat32(s *Scope, data []float32, shape ...int64) *Tensor {
 	return fromData("from_float32", s, ptrOf(data), len(data), Float32, shape)
 }
 
+// FromFloat32On copies data into a new tensor on dev, owned by s (nil: by the caller). For a GPU it
+// is one copy from Go memory to the device, not a CPU tensor first and then the device.
+func FromFloat32On(s *Scope, dev Device, data []float32, shape ...int64) *Tensor {
+	if dev == CPU {
+		return FromFloat32(s, data, shape...)
+	}
+	want, err := numel(shape)
+	if err != nil {
+		return errTensor(&Error{Op: "from_float32", Msg: err.Error()})
+	}
+	if int64(len(data)) != want || want == 0 {
+		return FromFloat32(s, data, shape...).ToDevice(dev)
+	}
+	var h C.pt_tensor
+	// Go memory for the duration of the call only: the copy to the device completes before it returns.
+	e := C.pt_from_data_to(ptrOf(data), int64s(shape), C.int(len(shape)), C.int(Float32), C.int(dev.Type), C.int(dev.Index), &h)
+	if err := cerr("from_float32", e); err != nil {
+		return errTensor(err)
+	}
+	return newTensor(h, s)
+}
+
 // FromFloat64 copies data into a new CPU float64 tensor.
 func FromFloat64(s *Scope, data []float64, shape ...int64) *Tensor {
 	return fromData("from_float64", s, ptrOf(data), len(data), Float64, shape)

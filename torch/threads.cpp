@@ -1,3 +1,5 @@
+//go:build !shimlib
+
 // The intra-op thread count across OS threads. Debian's libtorch parallelises with OpenMP, whose
 // thread count is an internal control variable of each OS thread: at::set_num_threads sets the
 // calling thread's and a global that libtorch reads only once per thread, at that thread's first

@@ -28,11 +28,14 @@
 //
 // The cgo flags default to Debian's libtorch-dev. Point the build at an unpacked libtorch (a CUDA
 // build, say) with CGO_CXXFLAGS/CGO_LDFLAGS, which the Makefile sets from LIBTORCH=<folder>.
+//
+// With the build tag shimlib, cgo compiles none of the C++ files: the binary links a shared library
+// libprotoherb_torch.so that scripts/build-shim.sh compiles from them, on the machine whose libtorch
+// it will run against (link_shimlib.go).
 package torch
 
 /*
 #cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -Wno-deprecated-declarations
-#cgo LDFLAGS: -ltorch -ltorch_cpu -lc10 -lstdc++
 #include <stdlib.h>
 #include "shim.h"
 */
@@ -76,6 +79,18 @@ func Version() string {
 
 // CUDAAvailable reports whether the linked libtorch has CUDA and sees a device.
 func CUDAAvailable() bool { return C.pt_cuda_available() != 0 }
+
+// SetCuDNNAllowTF32 sets whether cuDNN convolutions may run in TF32 on GPUs that have it (Ampere and
+// later; libtorch's default is yes, as PyTorch's torch.backends.cudnn.allow_tf32) and returns the
+// previous setting. TF32 keeps 10 bits of mantissa: logits move by ~1e-3 and small-batch gradients
+// through batch norm by much more; false gives float32 results. Process-wide.
+func SetCuDNNAllowTF32(allow bool) bool {
+	a := C.int(0)
+	if allow {
+		a = 1
+	}
+	return C.pt_set_cudnn_allow_tf32(a) != 0
+}
 
 // CUDADeviceCount returns the number of visible CUDA devices (0 without CUDA).
 func CUDADeviceCount() int { return int(C.pt_cuda_device_count()) }
