@@ -144,10 +144,7 @@ func (e *ModelEmbedder) Embed(x []float32, n int) ([]float32, error) {
 
 // forward embeds m images of c×s×s.
 func (e *ModelEmbedder) forward(sc *torch.Scope, x []float32, m, c, s int) ([]float32, error) {
-	in := torch.FromFloat32(sc, x, int64(m), int64(c), int64(s), int64(s))
-	if e.dev != torch.CPU {
-		in = in.ToDevice(e.dev)
-	}
+	in := torch.FromFloat32On(sc, e.dev, x, int64(m), int64(c), int64(s), int64(s))
 	return e.model.Embed(in, false).Float32s()
 }
 

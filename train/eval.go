@@ -98,10 +98,7 @@ func (e *embeddings) add(ctx context.Context, m *nn.Model, src Images, order []i
 			if xs, err = src.Load(ctx, idx, 0); err != nil {
 				return
 			}
-			x := torch.FromFloat32(sc, xs, int64(len(idx)), int64(c), int64(s), int64(s))
-			if dev := m.Config.Device; dev != torch.CPU {
-				x = x.ToDevice(dev)
-			}
+			x := torch.FromFloat32On(sc, m.Config.Device, xs, int64(len(idx)), int64(c), int64(s), int64(s))
 			y := m.Embed(x, false)
 			if y.Device() != torch.CPU {
 				y = y.ToDevice(torch.CPU)

@@ -700,14 +700,10 @@ func newImagesFor(ctx context.Context, c *Config, d *dataset.Dataset, subset []i
 	return NewImages(ctx, d, subset, o)
 }
 
-// toDevice copies a batch of images into a tensor of the step's scope on the run's device.
+// input copies a batch of images into a tensor of the step's scope on the run's device.
 func (rs *runState) input(s *torch.Scope, xs []float32, n int) *torch.Tensor {
 	c, sz := rs.cfg.Channels, rs.cfg.ImageSize
-	x := torch.FromFloat32(s, xs, int64(n), int64(c), int64(sz), int64(sz))
-	if rs.dev != torch.CPU {
-		x = x.ToDevice(rs.dev)
-	}
-	return x
+	return torch.FromFloat32On(s, rs.dev, xs, int64(n), int64(c), int64(sz), int64(sz))
 }
 
 // backward checks the loss, then runs backward and the optimizer step.
