@@ -211,10 +211,15 @@ func (dc *decodeConfig) timed(out io.Writer, tries int, quietWait time.Duration)
 	return n / bestEl, bestCPU / n * 1e3, bestForeign, nil
 }
 
-// median returns the median of xs (sorted in place).
+// median returns the median of xs (sorted in place): the mean of the middle two for an even count,
+// so that two rounds report their mean, not the better one.
 func median(xs []float64) float64 {
 	sort.Float64s(xs)
-	return xs[len(xs)/2]
+	n := len(xs)
+	if n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[n/2]
 }
 
 // benchDecodePIL is PIL's side of the comparison (see --python).

@@ -75,3 +75,14 @@ func TestBenchPredictCreatesDir(t *testing.T) {
 		t.Errorf("last line %q: want \"predict: <positive> s\" (%v)\n%s", lines[len(lines)-1], err, out)
 	}
 }
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{[]float64{3}, 3}, {[]float64{0.8, 1.05}, 0.925}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.xs); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
+		}
+	}
+}
