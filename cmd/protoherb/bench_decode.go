@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	_ "embed"
 	"fmt"
 	"io"
@@ -19,119 +20,139 @@ import (
 	"protoherb/imageio"
 )
 
+// benchDecodeFlags are `bench decode`'s settings.
+type benchDecodeFlags struct {
+	dir                   string
+	size, resize, workers int
+	generate, passes      int
+	tensor                bool
+	python                string
+	rounds                int
+	whole                 bool
+	quietWait             time.Duration
+	tries                 int
+}
+
 func newBenchDecodeCmd() *cobra.Command {
-	var (
-		dir                   string
-		size, resize, workers int
-		generate, passes      int
-		tensor                bool
-		python                string
-		rounds                int
-		whole                 bool
-		quietWait             time.Duration
-		tries                 int
-	)
+	var f benchDecodeFlags
 	cmd := &cobra.Command{
 		Use:   "decode",
 		Short: "Images/s for JPEG decode + resize + centre crop (files read into memory first)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out := cmd.OutOrStdout()
-			if dir == "" {
+			if f.dir == "" {
 				return usageErrorf("--dir is required")
 			}
-			if generate > 0 {
-				paths, _ := filepath.Glob(filepath.Join(dir, "*.jpg"))
-				if len(paths) < generate {
-					fmt.Fprintf(out, "# generating %d synthetic 1024x1536 q90 specimen JPEGs in %s\n", generate, dir)
-					if _, err := imageio.GenerateJPEGs(cmd.Context(), dir, generate, 1024, 1536, 90, 1000); err != nil {
-						return err
-					}
-				}
-			}
-			paths, err := filepath.Glob(filepath.Join(dir, "*.jpg"))
-			if err != nil {
-				return err
-			}
-			sort.Strings(paths)
-			if len(paths) == 0 {
-				return fmt.Errorf("%s: no .jpg files (use --generate N)", dir)
-			}
-			var blobs [][]byte
-			var total int
-			for _, p := range paths {
-				b, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				blobs = append(blobs, b)
-				total += len(b)
-			}
-			if resize == 0 {
-				resize = size * 256 / 224
-			}
-			tr := imageio.Transform{Size: size, Resize: resize}
-			m, err := imageio.DecodeBytes(blobs[0], 0)
-			if err != nil {
-				return fmt.Errorf("%s: %w", paths[0], err)
-			}
-			what := "decode + resize + crop (uint8)"
-			if tensor {
-				what = "decode + resize + crop + normalise (float32 CHW)"
-			}
-			fmt.Fprintf(out, "# %d JPEGs %dx%d, mean %.0f KiB; %s to %d (shorter side %d); %d workers x %d passes\n",
-				len(blobs), m.W, m.H, float64(total)/float64(len(blobs))/1024, what, size, resize, workers, passes)
-			fmt.Fprintf(out, "# load average before: %s\n", loadAvg())
-			dc := decodeConfig{blobs: blobs, tr: tr, tensor: tensor, whole: whole, workers: workers, passes: passes}
-			if err := dc.run(0, min(len(blobs), 8)); err != nil { // warm-up
-				return err
-			}
-			// Alternate protoherb and PIL rounds so that both see the same drift of the shared
-			// machine's load; report the median round of each and the median of the rounds' ratios.
-			var rates, refs, ratios, cpuRatios []float64
-			for r := range max(rounds, 1) {
-				rate, cpu, foreign, err := dc.timed(out, tries, quietWait)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "round %d: protoherb %.0f images/s (%.0f per worker), %.2f ms CPU per image; foreign CPU load during the run %.0f%%\n",
-					r+1, rate, rate/float64(workers), cpu, foreign*100)
-				rates = append(rates, rate)
-				if python == "" || tensor {
-					continue
-				}
-				ref, refCPU, err := pilReference(out, python, dir, size, resize, workers, passes)
-				if err != nil {
-					fmt.Fprintf(out, "# PIL reference skipped: %v\n", err)
-					python = ""
-					continue
-				}
-				refs, ratios, cpuRatios = append(refs, ref), append(ratios, rate/ref), append(cpuRatios, refCPU/cpu)
-				fmt.Fprintf(out, "round %d: protoherb / PIL draft: %.2f× in images/s (%.0f against %.0f, %d workers each), %.2f× in CPU per image (%.2f against %.2f ms)\n",
-					r+1, rate/ref, rate, ref, workers, refCPU/cpu, cpu, refCPU)
-			}
-			rate := median(rates)
-			if len(ratios) > 0 {
-				fmt.Fprintf(out, "protoherb / PIL draft, median of %d alternating rounds: %.2f× in images/s (medians %.0f and %.0f), %.2f× in CPU per image\n",
-					len(ratios), median(ratios), rate, median(refs), median(cpuRatios))
-			}
-			fmt.Fprintf(out, "decode: %.0f images/s\n", rate)
-			return nil
+			return benchDecode(cmd.Context(), cmd.OutOrStdout(), f)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "", "folder of .jpg files (created by --generate)")
-	cmd.Flags().IntVar(&size, "size", 224, "output side")
-	cmd.Flags().IntVar(&resize, "resize", 0, "shorter side before the centre crop (0 = size*256/224)")
-	cmd.Flags().IntVar(&workers, "workers", 1, "parallel decoding goroutines")
-	cmd.Flags().IntVar(&generate, "generate", 0, "first write this many synthetic 1024x1536 quality-90 JPEGs into --dir (if it has fewer)")
-	cmd.Flags().IntVar(&passes, "passes", 5, "passes over the files per worker")
-	cmd.Flags().IntVar(&rounds, "rounds", 1, "alternate this many protoherb and PIL measurements")
-	cmd.Flags().BoolVar(&whole, "whole", false, "decode whole images at the DCT scale (the path before region decoding), for comparison")
-	cmd.Flags().DurationVar(&quietWait, "quiet-wait", 60*time.Second, "before each try, wait up to this long for other processes to use under 8% of the CPUs")
-	cmd.Flags().IntVar(&tries, "tries", 3, "measure up to this many times while other load exceeds 5%, keeping the cleanest")
-	cmd.Flags().StringVar(&python, "python", "/usr/bin/python3", "Python with PIL for the reference run (PIL draft decode + bilinear resize in --workers processes on the same files); empty skips it")
-	cmd.Flags().BoolVar(&tensor, "tensor", false, "also convert to normalised float32 CHW (the loader's full work)")
+	fl := cmd.Flags()
+	fl.StringVar(&f.dir, "dir", "", "folder of .jpg files (created by --generate)")
+	fl.IntVar(&f.size, "size", 224, "output side")
+	fl.IntVar(&f.resize, "resize", 0, "shorter side before the centre crop (0 = size*256/224)")
+	fl.IntVar(&f.workers, "workers", 1, "parallel decoding goroutines")
+	fl.IntVar(&f.generate, "generate", 0, "first write this many synthetic 1024x1536 quality-90 JPEGs into --dir (if it has fewer)")
+	fl.IntVar(&f.passes, "passes", 5, "passes over the files per worker")
+	fl.IntVar(&f.rounds, "rounds", 1, "alternate this many protoherb and PIL measurements")
+	fl.BoolVar(&f.whole, "whole", false, "decode whole images at the DCT scale (the path before region decoding), for comparison")
+	fl.DurationVar(&f.quietWait, "quiet-wait", 60*time.Second, "before each try, wait up to this long for other processes to use under 8% of the CPUs")
+	fl.IntVar(&f.tries, "tries", 3, "measure up to this many times while other load exceeds 5%, keeping the cleanest")
+	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with PIL for the reference run (PIL draft decode + bilinear resize in --workers processes on the same files); empty skips it")
+	fl.BoolVar(&f.tensor, "tensor", false, "also convert to normalised float32 CHW (the loader's full work)")
 	return cmd
+}
+
+// benchDecode reads the files into memory and runs the rounds; the last line is `decode: X images/s`.
+func benchDecode(ctx context.Context, out io.Writer, f benchDecodeFlags) error {
+	paths, blobs, err := readJPEGs(ctx, out, f.dir, f.generate)
+	if err != nil {
+		return err
+	}
+	if f.resize == 0 {
+		f.resize = f.size * 256 / 224
+	}
+	m, err := imageio.DecodeBytes(blobs[0], 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", paths[0], err)
+	}
+	total := 0
+	for _, b := range blobs {
+		total += len(b)
+	}
+	what := "decode + resize + crop (uint8)"
+	if f.tensor {
+		what = "decode + resize + crop + normalise (float32 CHW)"
+	}
+	fmt.Fprintf(out, "# %d JPEGs %dx%d, mean %.0f KiB; %s to %d (shorter side %d); %d workers x %d passes\n",
+		len(blobs), m.W, m.H, float64(total)/float64(len(blobs))/1024, what, f.size, f.resize, f.workers, f.passes)
+	fmt.Fprintf(out, "# load average before: %s\n", loadAvg())
+	dc := decodeConfig{blobs: blobs, tr: imageio.Transform{Size: f.size, Resize: f.resize}, tensor: f.tensor,
+		whole: f.whole, workers: f.workers, passes: f.passes}
+	if err := dc.run(0, min(len(blobs), 8)); err != nil { // warm-up
+		return err
+	}
+	// Alternate protoherb and PIL rounds so that both see the same drift of the shared machine's
+	// load; report the median round of each and the median of the rounds' ratios.
+	var rates, refs, ratios, cpuRatios []float64
+	for r := range max(f.rounds, 1) {
+		rate, cpu, foreign, err := dc.timed(out, f.tries, f.quietWait)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "round %d: protoherb %.0f images/s (%.0f per worker), %.2f ms CPU per image; foreign CPU load during the run %.0f%%\n",
+			r+1, rate, rate/float64(f.workers), cpu, foreign*100)
+		rates = append(rates, rate)
+		if f.python == "" || f.tensor {
+			continue
+		}
+		ref, refCPU, err := pilReference(out, f.python, f.dir, f.size, f.resize, f.workers, f.passes)
+		if err != nil {
+			fmt.Fprintf(out, "# PIL reference skipped: %v\n", err)
+			f.python = ""
+			continue
+		}
+		refs, ratios, cpuRatios = append(refs, ref), append(ratios, rate/ref), append(cpuRatios, refCPU/cpu)
+		fmt.Fprintf(out, "round %d: protoherb / PIL draft: %.2f× in images/s (%.0f against %.0f, %d workers each), %.2f× in CPU per image (%.2f against %.2f ms)\n",
+			r+1, rate/ref, rate, ref, f.workers, refCPU/cpu, cpu, refCPU)
+	}
+	rate := median(rates)
+	if len(ratios) > 0 {
+		fmt.Fprintf(out, "protoherb / PIL draft, median of %d alternating rounds: %.2f× in images/s (medians %.0f and %.0f), %.2f× in CPU per image\n",
+			len(ratios), median(ratios), rate, median(refs), median(cpuRatios))
+	}
+	fmt.Fprintf(out, "decode: %.0f images/s\n", rate)
+	return nil
+}
+
+// readJPEGs reads dir's .jpg files (in name order) into memory, first generating synthetic sheets
+// when it holds fewer than generate; it returns the paths and their bytes.
+func readJPEGs(ctx context.Context, out io.Writer, dir string, generate int) ([]string, [][]byte, error) {
+	if generate > 0 {
+		paths, _ := filepath.Glob(filepath.Join(dir, "*.jpg"))
+		if len(paths) < generate {
+			fmt.Fprintf(out, "# generating %d synthetic 1024x1536 q90 specimen JPEGs in %s\n", generate, dir)
+			if _, err := imageio.GenerateJPEGs(ctx, dir, generate, 1024, 1536, 90, 1000); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, "*.jpg"))
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(paths)
+	if len(paths) == 0 {
+		return nil, nil, fmt.Errorf("%s: no .jpg files (use --generate N)", dir)
+	}
+	blobs := make([][]byte, 0, len(paths))
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		blobs = append(blobs, b)
+	}
+	return paths, blobs, nil
 }
 
 // decodeConfig is one decode benchmark: the files in memory and what to do with each.

@@ -86,3 +86,22 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchDecode generates two sheets, decodes them (no PIL side) and checks the headline line;
+// a folder without JPEGs is an error that names it.
+func TestBenchDecode(t *testing.T) {
+	dir := t.TempDir()
+	out, err := run(t, "bench", "decode", "--dir", dir, "--generate", "2", "--size", "32", "--passes", "1",
+		"--workers", "2", "--python", "", "--quiet-wait", "0", "--tries", "1")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if v, err := parseFigure(lines[len(lines)-1], "decode:"); err != nil || v <= 0 {
+		t.Errorf("last line %q: want \"decode: <positive> images/s\" (%v)", lines[len(lines)-1], err)
+	}
+	empty := t.TempDir()
+	if _, err := run(t, "bench", "decode", "--dir", empty, "--python", ""); err == nil || !strings.Contains(err.Error(), empty) {
+		t.Errorf("empty folder: %v", err)
+	}
+}
