@@ -9,6 +9,7 @@ package proto
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -348,41 +349,93 @@ func (s *Store) clone() *Store {
 // embeddings. The stores must share the dimension, the model fingerprint and the options; a class
 // id present in several stores must name the same class.
 func Merge(a *Store, more ...*Store) (*Store, error) {
-	out, err := New(a.dim, a.model, nil, a.opt)
+	m, err := newMerger(a)
 	if err != nil {
 		return nil, err
 	}
-	out.build = a.build
 	for i, s := range append([]*Store{a}, more...) {
-		if s.dim != a.dim {
-			return nil, fmt.Errorf("proto: merge: store %d has dimension %d, store 0 has %d", i, s.dim, a.dim)
-		}
-		if s.model != a.model {
-			return nil, fmt.Errorf("proto: merge: store %d was made by model %q, store 0 by %q", i, s.model, a.model)
-		}
-		if s.opt != a.opt {
-			return nil, fmt.Errorf("proto: merge: store %d sums embeddings with %+v, store 0 with %+v", i, s.opt, a.opt)
-		}
-		for r, c := range s.classes {
-			o, ok := out.row[c.ID]
-			if !ok {
-				if err := out.addClass(c); err != nil {
-					return nil, err
-				}
-				o = out.row[c.ID]
-			} else if have := out.classes[o]; !sameClass(have, c) {
-				return nil, fmt.Errorf("proto: merge: class %d is %q (%s, %s) in store %d but %q (%s, %s) before",
-					c.ID, c.Name, c.Genus, c.Family, i, have.Name, have.Genus, have.Family)
-			}
-			dst := out.sums[o*a.dim : (o+1)*a.dim]
-			for j, v := range s.sums[r*a.dim : (r+1)*a.dim] {
-				dst[j] += v
-			}
-			out.counts[o] += s.counts[r]
-			out.sqnorms[o] += s.sqnorms[r]
+		if err := m.add(s); err != nil {
+			return nil, fmt.Errorf("proto: merge: store %d: %w", i, err)
 		}
 	}
-	return out, nil
+	return m.out, nil
+}
+
+// MergeFiles merges prototype files (the shards of a job) exactly, as Merge does, reading one file
+// at a time into the running sums: memory is the merged store and one shard, whatever the number
+// of shards (all four files of the Herbarium 2020 shape at once took 5.1 GB, 12× one file). Errors
+// name the file.
+func MergeFiles(ctx context.Context, paths []string) (*Store, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("proto: merge: no files")
+	}
+	var m *merger
+	for _, p := range paths {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s, err := Load(p)
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			if m, err = newMerger(s); err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		if err := m.add(s); err != nil {
+			return nil, fmt.Errorf("proto: merge: %s: %w", p, err)
+		}
+	}
+	return m.out, nil
+}
+
+// merger accumulates stores into out; the first store fixes the dimension, model and options.
+type merger struct {
+	first *Store
+	out   *Store
+}
+
+func newMerger(first *Store) (*merger, error) {
+	out, err := New(first.dim, first.model, nil, first.opt)
+	if err != nil {
+		return nil, err
+	}
+	out.build = first.build
+	return &merger{first: &Store{dim: first.dim, model: first.model, opt: first.opt}, out: out}, nil
+}
+
+// add sums s into the merged store.
+func (m *merger) add(s *Store) error {
+	a, out := m.first, m.out
+	if s.dim != a.dim {
+		return fmt.Errorf("dimension %d, the first has %d", s.dim, a.dim)
+	}
+	if s.model != a.model {
+		return fmt.Errorf("made by model %q, the first by %q", s.model, a.model)
+	}
+	if s.opt != a.opt {
+		return fmt.Errorf("sums embeddings with %+v, the first with %+v", s.opt, a.opt)
+	}
+	for r, c := range s.classes {
+		o, ok := out.row[c.ID]
+		if !ok {
+			if err := out.addClass(c); err != nil {
+				return err
+			}
+			o = out.row[c.ID]
+		} else if have := out.classes[o]; !sameClass(have, c) {
+			return fmt.Errorf("class %d is %q (%s, %s) here but %q (%s, %s) before",
+				c.ID, c.Name, c.Genus, c.Family, have.Name, have.Genus, have.Family)
+		}
+		dst := out.sums[o*a.dim : (o+1)*a.dim]
+		for j, v := range s.sums[r*a.dim : (r+1)*a.dim] {
+			dst[j] += v
+		}
+		out.counts[o] += s.counts[r]
+		out.sqnorms[o] += s.sqnorms[r]
+	}
+	return nil
 }
 
 func sameClass(a, b Class) bool { return a == b }

@@ -1,6 +1,9 @@
 package proto
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -159,6 +162,21 @@ func TestMergeShardsEqualsOnePass(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The same shards as files, merged one file at a time: the same store, sum for sum.
+		var paths []string
+		for i, sh := range []*Store{shards[2], shards[0], shards[1]} {
+			paths = append(paths, filepath.Join(t.TempDir(), fmt.Sprintf("shard-%d.safetensors", i)))
+			if err := sh.Save(paths[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mf, err := MergeFiles(context.Background(), paths)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(mf.sums, m.sums) || !slices.Equal(mf.counts, m.counts) || !slices.Equal(mf.classes, m.classes) {
+			t.Fatal("MergeFiles differs from Merge of the same shards")
+		}
 		if m.Len() != all.Len() || m.Total() != all.Total() {
 			t.Fatalf("merged %d classes %d images, want %d and %d", m.Len(), m.Total(), all.Len(), all.Total())
 		}
@@ -187,6 +205,28 @@ func TestMergeRefusesMismatches(t *testing.T) {
 		if _, err := Merge(a, b); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("merge with a different %s: error %v", want, err)
 		}
+	}
+}
+
+// TestMergeFilesNamesTheFile checks that a missing file and a mismatched shard are errors naming
+// the file.
+func TestMergeFilesNamesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := New(4, "model-a", testClasses(), Options{})
+	b, _ := New(4, "model-b", testClasses(), Options{})
+	pa, pb := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
+	if err := errors.Join(a.Save(pa), b.Save(pb)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := MergeFiles(context.Background(), []string{pa, pb}); err == nil || !strings.Contains(err.Error(), pb) || !strings.Contains(err.Error(), "model-b") {
+		t.Errorf("mismatched shard: %v", err)
+	}
+	missing := filepath.Join(dir, "none.safetensors")
+	if _, err := MergeFiles(context.Background(), []string{pa, missing}); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("missing shard: %v", err)
+	}
+	if _, err := MergeFiles(context.Background(), nil); err == nil {
+		t.Error("no files: no error")
 	}
 }
 

@@ -208,17 +208,9 @@ func newPrototypesMergeCmd() *cobra.Command {
 		Short: "Merge prototype files (shards) exactly: same dimension, model and options",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var stores []*proto.Store
-			for _, a := range args {
-				s, err := proto.Load(a)
-				if err != nil {
-					return err
-				}
-				stores = append(stores, s)
-			}
-			m, err := proto.Merge(stores[0], stores[1:]...)
+			m, err := proto.MergeFiles(cmd.Context(), args)
 			if err != nil {
-				return fmt.Errorf("%s: %w", strings.Join(args, ", "), err)
+				return err
 			}
 			if err := m.Replace(out); err != nil {
 				return err
