@@ -100,16 +100,8 @@ int pt_requires_grad(pt_tensor t) { return T(t).requires_grad() ? 1 : 0; }
 int pt_is_contiguous(pt_tensor t) { return T(t).is_contiguous() ? 1 : 0; }
 void* pt_data_ptr(pt_tensor t) { return T(t).data_ptr(); }
 
-char* pt_from_data(const void* data, const int64_t* shape, int ndim, int dtype, pt_tensor* out) {
-  BEGIN
-  auto opts = at::TensorOptions().dtype((at::ScalarType)dtype);
-  auto t = at::empty(ref(shape, ndim), opts);
-  std::memcpy(t.data_ptr(), data, t.nbytes());
-  *out = wrap(t);
-  END
-}
-char* pt_from_data_to(const void* data, const int64_t* shape, int ndim, int dtype, int devtype, int devidx,
-                      pt_tensor* out) {
+char* pt_from_data(const void* data, const int64_t* shape, int ndim, int dtype, int devtype, int devidx,
+                   pt_tensor* out) {
   BEGIN
   auto d = device(devtype, devidx);
   auto opts = at::TensorOptions().dtype((at::ScalarType)dtype);

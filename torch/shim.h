@@ -109,10 +109,9 @@ int pt_is_contiguous(pt_tensor t);
 void* pt_data_ptr(pt_tensor t);
 
 // Creation and copies between Go and libtorch.
-char* pt_from_data(const void* data, const int64_t* shape, int ndim, int dtype, pt_tensor* out);
-// pt_from_data_to copies data into a new tensor on the device (for a GPU: one host-to-device copy).
-char* pt_from_data_to(const void* data, const int64_t* shape, int ndim, int dtype, int devtype, int devidx,
-                      pt_tensor* out);
+// pt_from_data copies data into a new tensor on the device (for a GPU: one host-to-device copy).
+char* pt_from_data(const void* data, const int64_t* shape, int ndim, int dtype, int devtype, int devidx,
+                   pt_tensor* out);
 char* pt_copy_to(pt_tensor t, void* dst, int64_t nbytes);
 char* pt_full(const int64_t* shape, int ndim, double value, int dtype, int devtype, int devidx, pt_tensor* out);
 char* pt_rand(int kind, const int64_t* shape, int ndim, int dtype, int devtype, int devidx, pt_tensor* out);

@@ -202,7 +202,7 @@ func numel(shape []int64) (int64, error) {
 	return n, nil
 }
 
-func fromData(op string, s *Scope, ptr unsafe.Pointer, n int, dtype DType, shape []int64) *Tensor {
+func fromData(op string, s *Scope, dev Device, ptr unsafe.Pointer, n int, dtype DType, shape []int64) *Tensor {
 	want, err := numel(shape)
 	if err != nil {
 		return errTensor(&Error{Op: op, Msg: err.Error()})
@@ -216,7 +216,7 @@ func fromData(op string, s *Scope, ptr unsafe.Pointer, n int, dtype DType, shape
 		ptr = unsafe.Pointer(&zero[0])
 	}
 	// Passing Go memory for the duration of the call is allowed: the shim copies it and keeps nothing.
-	e := C.pt_from_data(ptr, int64s(shape), C.int(len(shape)), C.int(dtype), &h)
+	e := C.pt_from_data(ptr, int64s(shape), C.int(len(shape)), C.int(dtype), C.int(dev.Type), C.int(dev.Index), &h)
 	if err := cerr(op, e); err != nil {
 		return errTensor(err)
 	}
@@ -232,44 +232,28 @@ func ptrOf[T any](xs []T) unsafe.Pointer {
 
 // FromFloat32 copies data into a new CPU tensor of the given shape, owned by s (nil: by the caller).
 func FromFloat32(s *Scope, data []float32, shape ...int64) *Tensor {
-	return fromData("from_float32", s, ptrOf(data), len(data), Float32, shape)
+	return fromData("from_float32", s, CPU, ptrOf(data), len(data), Float32, shape)
 }
 
 // FromFloat32On copies data into a new tensor on dev, owned by s (nil: by the caller). For a GPU it
 // is one copy from Go memory to the device, not a CPU tensor first and then the device.
 func FromFloat32On(s *Scope, dev Device, data []float32, shape ...int64) *Tensor {
-	if dev == CPU {
-		return FromFloat32(s, data, shape...)
-	}
-	want, err := numel(shape)
-	if err != nil {
-		return errTensor(&Error{Op: "from_float32", Msg: err.Error()})
-	}
-	if int64(len(data)) != want || want == 0 {
-		return FromFloat32(s, data, shape...).ToDevice(dev)
-	}
-	var h C.pt_tensor
-	// Go memory for the duration of the call only: the copy to the device completes before it returns.
-	e := C.pt_from_data_to(ptrOf(data), int64s(shape), C.int(len(shape)), C.int(Float32), C.int(dev.Type), C.int(dev.Index), &h)
-	if err := cerr("from_float32", e); err != nil {
-		return errTensor(err)
-	}
-	return newTensor(h, s)
+	return fromData("from_float32", s, dev, ptrOf(data), len(data), Float32, shape)
 }
 
 // FromFloat64 copies data into a new CPU float64 tensor.
 func FromFloat64(s *Scope, data []float64, shape ...int64) *Tensor {
-	return fromData("from_float64", s, ptrOf(data), len(data), Float64, shape)
+	return fromData("from_float64", s, CPU, ptrOf(data), len(data), Float64, shape)
 }
 
 // FromInt64 copies data into a new CPU int64 tensor.
 func FromInt64(s *Scope, data []int64, shape ...int64) *Tensor {
-	return fromData("from_int64", s, ptrOf(data), len(data), Int64, shape)
+	return fromData("from_int64", s, CPU, ptrOf(data), len(data), Int64, shape)
 }
 
 // FromUint8 copies data into a new CPU uint8 tensor.
 func FromUint8(s *Scope, data []uint8, shape ...int64) *Tensor {
-	return fromData("from_uint8", s, ptrOf(data), len(data), Uint8, shape)
+	return fromData("from_uint8", s, CPU, ptrOf(data), len(data), Uint8, shape)
 }
 
 // Full returns a tensor filled with v.
