@@ -390,11 +390,8 @@ func MergeFiles(ctx context.Context, paths []string) (*Store, error) {
 	return m.out, nil
 }
 
-// merger accumulates stores into out; the first store fixes the dimension, model and options.
-type merger struct {
-	first *Store
-	out   *Store
-}
+// merger accumulates stores into out, whose dimension, model and options are the first store's.
+type merger struct{ out *Store }
 
 func newMerger(first *Store) (*merger, error) {
 	out, err := New(first.dim, first.model, nil, first.opt)
@@ -402,20 +399,20 @@ func newMerger(first *Store) (*merger, error) {
 		return nil, err
 	}
 	out.build = first.build
-	return &merger{first: &Store{dim: first.dim, model: first.model, opt: first.opt}, out: out}, nil
+	return &merger{out: out}, nil
 }
 
 // add sums s into the merged store.
 func (m *merger) add(s *Store) error {
-	a, out := m.first, m.out
-	if s.dim != a.dim {
-		return fmt.Errorf("dimension %d, the first has %d", s.dim, a.dim)
+	out := m.out
+	if s.dim != out.dim {
+		return fmt.Errorf("dimension %d, the first has %d", s.dim, out.dim)
 	}
-	if s.model != a.model {
-		return fmt.Errorf("made by model %q, the first by %q", s.model, a.model)
+	if s.model != out.model {
+		return fmt.Errorf("made by model %q, the first by %q", s.model, out.model)
 	}
-	if s.opt != a.opt {
-		return fmt.Errorf("sums embeddings with %+v, the first with %+v", s.opt, a.opt)
+	if s.opt != out.opt {
+		return fmt.Errorf("sums embeddings with %+v, the first with %+v", s.opt, out.opt)
 	}
 	for r, c := range s.classes {
 		o, ok := out.row[c.ID]
@@ -428,8 +425,8 @@ func (m *merger) add(s *Store) error {
 			return fmt.Errorf("class %d is %q (%s, %s) here but %q (%s, %s) before",
 				c.ID, c.Name, c.Genus, c.Family, have.Name, have.Genus, have.Family)
 		}
-		dst := out.sums[o*a.dim : (o+1)*a.dim]
-		for j, v := range s.sums[r*a.dim : (r+1)*a.dim] {
+		dst := out.sums[o*out.dim : (o+1)*out.dim]
+		for j, v := range s.sums[r*out.dim : (r+1)*out.dim] {
 			dst[j] += v
 		}
 		out.counts[o] += s.counts[r]
