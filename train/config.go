@@ -159,35 +159,13 @@ func (c *Config) Validate() error {
 		bad("steps must be at least 1, got %d", c.Steps)
 	}
 	if c.Mode == ModeEpisodic {
-		if c.Way < 2 || c.Shot < 1 || c.Query < 1 {
-			bad("episodes need way >= 2, shot >= 1, query >= 1 (got %d-way %d-shot %d-query)", c.Way, c.Shot, c.Query)
-		}
-		if c.EpisodesPerStep == 0 {
-			c.EpisodesPerStep = 1
-		}
-		if c.EpisodesPerStep < 1 {
-			bad("episodes-per-step must be at least 1, got %d", c.EpisodesPerStep)
-		}
-		if c.Distance != "euclidean" && c.Distance != "cosine" {
-			bad("distance %q: want euclidean or cosine", c.Distance)
-		}
+		c.validateEpisodes(bad)
 	}
 	if c.TestWay < 2 || c.TestShot < 1 || c.TestQuery < 1 {
 		bad("validation episodes need test-way >= 2, test-shot >= 1, test-query >= 1")
 	}
 	if c.Mode == ModePretrain {
-		if c.BatchSize < 1 {
-			bad("batch-size must be positive, got %d", c.BatchSize)
-		}
-		if c.Sampling != "balanced" && c.Sampling != "plain" {
-			bad("sampling %q: want balanced or plain", c.Sampling)
-		}
-		if c.LabelSmoothing < 0 || c.LabelSmoothing >= 1 {
-			bad("label-smoothing must be in [0, 1), got %v", c.LabelSmoothing)
-		}
-		if c.TopClasses < 0 {
-			bad("top-classes must be >= 0, got %d", c.TopClasses)
-		}
+		c.validatePretrain(bad)
 	}
 	switch c.Optimizer {
 	case "sgd", "adam", "adamw":
@@ -225,6 +203,38 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// validateEpisodes checks the episodic mode's options (filling episodes-per-step), reporting to bad.
+func (c *Config) validateEpisodes(bad func(string, ...any)) {
+	if c.Way < 2 || c.Shot < 1 || c.Query < 1 {
+		bad("episodes need way >= 2, shot >= 1, query >= 1 (got %d-way %d-shot %d-query)", c.Way, c.Shot, c.Query)
+	}
+	if c.EpisodesPerStep == 0 {
+		c.EpisodesPerStep = 1
+	}
+	if c.EpisodesPerStep < 1 {
+		bad("episodes-per-step must be at least 1, got %d", c.EpisodesPerStep)
+	}
+	if c.Distance != "euclidean" && c.Distance != "cosine" {
+		bad("distance %q: want euclidean or cosine", c.Distance)
+	}
+}
+
+// validatePretrain checks the classifier pretraining's options, reporting to bad.
+func (c *Config) validatePretrain(bad func(string, ...any)) {
+	if c.BatchSize < 1 {
+		bad("batch-size must be positive, got %d", c.BatchSize)
+	}
+	if c.Sampling != "balanced" && c.Sampling != "plain" {
+		bad("sampling %q: want balanced or plain", c.Sampling)
+	}
+	if c.LabelSmoothing < 0 || c.LabelSmoothing >= 1 {
+		bad("label-smoothing must be in [0, 1), got %v", c.LabelSmoothing)
+	}
+	if c.TopClasses < 0 {
+		bad("top-classes must be >= 0, got %d", c.TopClasses)
+	}
 }
 
 // omniglot reports whether the run's data is Omniglot (by format, or detected).
