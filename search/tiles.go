@@ -26,8 +26,7 @@ type searcher struct {
 type tileViews struct {
 	scope  *torch.Scope
 	owned  []*torch.Tensor // views of the index's tensors (no scope): freed at close
-	protoT []*torch.Tensor // prototype tile i, transposed: [dim, rows]
-	biasT  []*torch.Tensor // bias tile i: [1, rows]
+	protos []*torch.Tensor // prototype tile i: [rows, dim]
 	pStart []int
 	qbuf   *torch.Tensor // [qt, dim]
 	qdata  []float32     // qbuf's memory
@@ -64,7 +63,7 @@ func (v *tileViews) out(b, rows, cols int) *torch.Tensor {
 	return t
 }
 
-func (s *searcher) views(protos, bias *torch.Tensor, nbuf int) (*tileViews, error) {
+func (s *searcher) views(protos *torch.Tensor, nbuf int) (*tileViews, error) {
 	f := s.f
 	n := len(f.ids)
 	qt := min(s.opt.QueryTile, s.nq)
@@ -73,11 +72,8 @@ func (s *searcher) views(protos, bias *torch.Tensor, nbuf int) (*tileViews, erro
 	for p0 := 0; p0 < n; p0 += pt {
 		rows := int64(min(pt, n-p0))
 		nar := protos.Narrow(0, int64(p0), rows)
-		tr := nar.T()
-		b := bias.Narrow(1, int64(p0), rows)
-		v.owned = append(v.owned, nar, tr, b)
-		v.protoT = append(v.protoT, tr)
-		v.biasT = append(v.biasT, b)
+		v.owned = append(v.owned, nar)
+		v.protos = append(v.protos, nar)
 		v.pStart = append(v.pStart, p0)
 	}
 	v.qbuf = torch.Zeros(v.scope, torch.Float32, torch.CPU, int64(qt), int64(f.dim))
@@ -98,19 +94,16 @@ func (s *searcher) views(protos, bias *torch.Tensor, nbuf int) (*tileViews, erro
 	return v, nil
 }
 
-func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *torch.Tensor) error {
+func (s *searcher) run(ctx context.Context, queries []float32, protos *torch.Tensor) error {
 	nbuf := 1
 	if s.opt.Pipeline {
 		nbuf = 2
 	}
-	v, err := s.views(protos, bias, nbuf)
+	v, err := s.views(protos, nbuf)
 	if err != nil {
 		return err
 	}
 	defer v.close()
-	if s.bias, err = bias.Float32View(); err != nil {
-		return fmt.Errorf("search: prototype norms: %w", err)
-	}
 	dim := s.f.dim
 	qt := min(s.opt.QueryTile, s.nq)
 	alpha := -2.0
@@ -128,17 +121,17 @@ func (s *searcher) run(ctx context.Context, queries []float32, protos, bias *tor
 			normalizeRows(v.qdata[:qr*dim], dim)
 		}
 		m1 := v.query(qr)
-		for i, pT := range v.protoT {
+		for i, pt := range v.protos {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			pr := int(pT.Size(1))
+			pr := int(pt.Size(0))
 			b := t % nbuf
 			out := v.out(b, qr, pr)
 			t0 := time.Now()
-			// beta 0: the product alone, written without reading the buffer (the bias is added
-			// by the scan instead of a copy of the bias row into the 16 MB tile first).
-			if err := torch.AddmmOut(out, v.biasT[i], m1, pT, 0, alpha); err != nil {
+			// The product alone, written without reading the buffer (the bias is added by the
+			// scan instead of a copy of the bias row into the 16 MB tile first).
+			if err := torch.GemmNT(out, m1, pt, alpha); err != nil {
 				return fmt.Errorf("search: tile product: %w", err)
 			}
 			data, err := out.Float32View()

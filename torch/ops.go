@@ -474,6 +474,26 @@ func AddmmOut(out, self, m1, m2 *Tensor, beta, alpha float64) error {
 	return cerr("addmm_out", C.pt_addmm_out(out.h, self.h, m1.h, m2.h, C.double(beta), C.double(alpha)))
 }
 
+// GemmNT writes alpha·(a @ bᵀ) into out (a [m, k], b [n, k], out [m, n]) without reading out and
+// without allocating: the product of the nearest-prototype search. Float32 CPU matrices with
+// contiguous rows go straight to oneDNN's sgemm where the loaded libtorch carries it (GemmEngine),
+// which at K of a few hundred runs ~10 % faster than at::addmm's system BLAS; anything else goes
+// through at::addmm_out.
+func GemmNT(out, a, b *Tensor, alpha float64) error {
+	if err := firstErr(out, a, b); err != nil {
+		return err
+	}
+	return cerr("gemm_nt", C.pt_gemm_nt(out.h, a.h, b.h, C.double(alpha)))
+}
+
+// GemmEngine names the library GemmNT's float32 CPU products run on: "oneDNN" or "libtorch addmm".
+func GemmEngine() string {
+	if C.pt_gemm_engine() != 0 {
+		return "oneDNN"
+	}
+	return "libtorch addmm"
+}
+
 // TopK returns the k largest (or smallest) values along dim, sorted, and their int64 indices.
 func (t *Tensor) TopK(k, dim int64, largest bool) (values, indices *Tensor) {
 	if err := t.Err(); err != nil {

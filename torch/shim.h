@@ -150,6 +150,10 @@ char* pt_reduce(int op, pt_tensor t, const int64_t* dims, int ndims, int keepdim
 char* pt_softmax(int log, pt_tensor t, int64_t dim, pt_tensor* out);
 char* pt_addmm(pt_tensor self, pt_tensor m1, pt_tensor m2, double beta, double alpha, pt_tensor* out);
 char* pt_addmm_out(pt_tensor out, pt_tensor self, pt_tensor m1, pt_tensor m2, double beta, double alpha);
+// pt_gemm_nt writes alpha * a @ b^T into out (beta 0: out is written, not read); pt_gemm_engine
+// is 1 where that goes to oneDNN's sgemm, 0 where to at::addmm_out.
+char* pt_gemm_nt(pt_tensor out, pt_tensor a, pt_tensor b, double alpha);
+int pt_gemm_engine(void);
 char* pt_topk(pt_tensor t, int64_t k, int64_t dim, int largest, pt_tensor* values, pt_tensor* indices);
 char* pt_where(pt_tensor cond, pt_tensor a, pt_tensor b, pt_tensor* out);
 

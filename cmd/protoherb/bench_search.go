@@ -39,9 +39,11 @@ func newBenchSearchCmd() *cobra.Command {
 		Long: `Exact top-k nearest-prototype search on random vectors: queries/s and GFLOP/s.
 
 Each round times one search of every query and then, in the same process, one n×n SGEMM through
-libtorch's addmm (the call the search makes): the ratio of the two in a round is the share of the
-machine's SGEMM rate the search reaches, paired so that a shared machine's swings hit both sides.
-The median round is reported, then the bound again with numpy's and PyTorch's SGEMM (--sgemm-script).`,
+libtorch's addmm (the system BLAS) and one through oneDNN's sgemm (the search's product, where
+libtorch loads it), taking the faster as the bound: the ratio of the search to it in a round is the
+share of the machine's SGEMM rate the search reaches, paired so that a shared machine's swings hit
+both sides. The median round is reported, then the bound again with numpy's and PyTorch's SGEMM
+(--sgemm-script).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return benchSearch(cmd, c)
 		},
@@ -115,13 +117,15 @@ func benchSearch(cmd *cobra.Command, c benchSearchConfig) error {
 		line := fmt.Sprintf("round %d: search %.3f s, %.0f queries/s, %.1f GFLOP/s (products %.3f s, scans %.3f s, %d tiles) [foreign %.0f%%]",
 			r+1, res.sec, float64(c.queries)/res.sec, flop/res.sec/1e9, res.st.Product.Seconds(), res.st.Scan.Seconds(), res.st.Tiles, res.foreign*100)
 		if mm != nil {
-			gf, err := mm.rate()
+			addmm, direct, err := mm.rates()
 			if err != nil {
 				return err
 			}
+			gf := max(addmm, direct)
 			gemm = append(gemm, gf)
 			shares = append(shares, flop/res.sec/1e9/gf)
-			line += fmt.Sprintf("; SGEMM %d³ %.1f GFLOP/s: search at %.1f%% of it", c.sgemmN, gf, 100*shares[len(shares)-1])
+			line += fmt.Sprintf("; SGEMM %d³ %.1f GFLOP/s (addmm), %.1f (%s): search at %.1f%% of the faster",
+				c.sgemmN, addmm, direct, torch.GemmEngine(), 100*shares[len(shares)-1])
 		}
 		fmt.Fprintln(out, line)
 	}
@@ -139,11 +143,12 @@ func benchSearch(cmd *cobra.Command, c benchSearchConfig) error {
 }
 
 // reportSearchBound prints the share of the SGEMM bound the search reached: paired within rounds
-// (libtorch's addmm, same process), and against the best of that and numpy's and PyTorch's SGEMM.
+// (the faster of libtorch's addmm and GemmNT, same process), and against the best of that and
+// numpy's and PyTorch's SGEMM.
 func reportSearchBound(out io.Writer, c benchSearchConfig, flop, med, gemm, share float64) {
 	perQuery := flop / float64(c.queries)
-	fmt.Fprintf(out, "SGEMM %d³ through libtorch addmm, median of the rounds: %.1f GFLOP/s (bound %.0f queries/s); search / SGEMM in the same round, median: %.1f%%\n",
-		c.sgemmN, gemm, gemm*1e9/perQuery, 100*share)
+	fmt.Fprintf(out, "SGEMM %d³ in this process (the faster of addmm and %s), median of the rounds: %.1f GFLOP/s (bound %.0f queries/s); search / SGEMM in the same round, median: %.1f%%\n",
+		c.sgemmN, torch.GemmEngine(), gemm, gemm*1e9/perQuery, 100*share)
 	best := gemm
 	if ref, err := referenceSGEMM(out, c.python, c.sgemmScript, 2, c.sgemmN, c.quietWait); err != nil {
 		fmt.Fprintf(out, "# reference SGEMM skipped: %v\n", err)
@@ -247,14 +252,14 @@ func spotCheck(protos, q []float32, dim, k int, m search.Metric, dist []float32,
 	return nil
 }
 
-// sgemmRate is the machine's SGEMM rate now, in GFLOP/s: the best of libtorch's addmm on n×n
-// matrices in this process and, when the script is there, numpy's and PyTorch's (sgemm.py).
+// sgemmRate is the machine's SGEMM rate now, in GFLOP/s: the best of libtorch's addmm and GemmNT
+// on n×n matrices in this process and, when the script is there, numpy's and PyTorch's (sgemm.py).
 func sgemmRate(out io.Writer, n int, python, script string, quietWait time.Duration) (float64, error) {
 	gf, err := sgemmGFLOPs(n)
 	if err != nil {
 		return 0, err
 	}
-	fmt.Fprintf(out, "SGEMM %d×%d through libtorch addmm: %.1f GFLOP/s\n", n, n, gf)
+	fmt.Fprintf(out, "SGEMM %d×%d in this process (the faster of libtorch addmm and %s): %.1f GFLOP/s\n", n, n, torch.GemmEngine(), gf)
 	if ref, err := referenceSGEMM(out, python, script, 2, n, quietWait); err != nil {
 		fmt.Fprintf(out, "# reference SGEMM skipped: %v\n", err)
 	} else {
@@ -263,8 +268,8 @@ func sgemmRate(out io.Writer, n int, python, script string, quietWait time.Durat
 	return gf, nil
 }
 
-// sgemmGFLOPs times C = A·B for n×n float32 matrices through libtorch's addmm (the call the search
-// makes, on the same BLAS): the median of 3 after a warm-up, in GFLOP/s.
+// sgemmGFLOPs times C = A·B for n×n float32 matrices through libtorch's addmm and through GemmNT
+// (the call the search makes): the median of 3 after a warm-up of the faster, in GFLOP/s.
 func sgemmGFLOPs(n int) (float64, error) {
 	t, err := newSGEMMTimer(n)
 	if err != nil {
@@ -273,16 +278,16 @@ func sgemmGFLOPs(n int) (float64, error) {
 	defer t.close()
 	var gs []float64
 	for range 3 {
-		g, err := t.rate()
+		addmm, direct, err := t.rates()
 		if err != nil {
 			return 0, err
 		}
-		gs = append(gs, g)
+		gs = append(gs, max(addmm, direct))
 	}
 	return median(gs), nil
 }
 
-// sgemmTimer holds n×n float32 matrices for timing libtorch's addmm, warmed up once.
+// sgemmTimer holds n×n float32 matrices for timing libtorch's addmm and GemmNT, warmed up once.
 type sgemmTimer struct {
 	n       int
 	s       *torch.Scope
@@ -295,21 +300,27 @@ func newSGEMMTimer(n int) (*sgemmTimer, error) {
 		a: torch.Randn(s, torch.Float32, torch.CPU, int64(n), int64(n)),
 		b: torch.Randn(s, torch.Float32, torch.CPU, int64(n), int64(n)),
 		c: torch.Zeros(s, torch.Float32, torch.CPU, int64(n), int64(n))}
-	if _, err := t.rate(); err != nil {
+	if _, _, err := t.rates(); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return t, nil
 }
 
-// rate times one product, in GFLOP/s.
-func (t *sgemmTimer) rate() (float64, error) {
+// rates times one product through libtorch's addmm (the system BLAS) and one through GemmNT (oneDNN
+// where libtorch loads it), in GFLOP/s.
+func (t *sgemmTimer) rates() (addmm, direct float64, err error) {
+	n := float64(t.n)
+	flop := 2 * n * n * n / 1e9
 	t0 := time.Now()
 	if err := torch.AddmmOut(t.c, t.c, t.a, t.b, 0, 1); err != nil {
-		return 0, fmt.Errorf("sgemm: %w", err)
+		return 0, 0, fmt.Errorf("sgemm: %w", err)
 	}
-	n := float64(t.n)
-	return 2 * n * n * n / time.Since(t0).Seconds() / 1e9, nil
+	t1 := time.Now()
+	if err := torch.GemmNT(t.c, t.a, t.b, 1); err != nil {
+		return 0, 0, fmt.Errorf("sgemm: %w", err)
+	}
+	return flop / t1.Sub(t0).Seconds(), flop / time.Since(t1).Seconds(), nil
 }
 
 func (t *sgemmTimer) close() { t.s.Close() }
