@@ -68,7 +68,9 @@ func ParseMetric(s string) (Metric, error) {
 
 // Options tune a search. The zero value picks the defaults.
 type Options struct {
-	// QueryTile is the number of queries per matrix product (default 1024).
+	// QueryTile is the number of queries per matrix product (default 4096). With ProtoTile it sets
+	// the tile buffer (4096 × 4096 floats, 64 MB, the default): at the Herbarium shape these tiles
+	// ran predict's search 5–10 % faster than 1024 × 4096 in alternating runs, for ~50 MB more.
 	QueryTile int
 	// ProtoTile is the number of prototypes per matrix product (default 4096).
 	ProtoTile int
@@ -91,7 +93,7 @@ type Stats struct {
 
 func (o Options) withDefaults() Options {
 	if o.QueryTile <= 0 {
-		o.QueryTile = 1024
+		o.QueryTile = 4096
 	}
 	if o.ProtoTile <= 0 {
 		o.ProtoTile = 4096

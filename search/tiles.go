@@ -130,7 +130,7 @@ func (s *searcher) run(ctx context.Context, queries []float32, protos *torch.Ten
 			out := v.out(b, qr, pr)
 			t0 := time.Now()
 			// The product alone, written without reading the buffer (the bias is added by the
-			// scan instead of a copy of the bias row into the 16 MB tile first).
+			// scan instead of a copy of the bias row into the 64 MB tile first).
 			if err := torch.GemmNT(out, m1, pt, alpha); err != nil {
 				return fmt.Errorf("search: tile product: %w", err)
 			}
