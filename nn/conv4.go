@@ -47,7 +47,7 @@ func (c *Conv4) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 	for i := range 4 {
 		h = next(h, x, c.Convs[i].Forward(h))
 		h = next(h, x, c.BNs[i].Forward(h, train))
-		h = next(h, x, h.Relu())
+		h = next(h, x, activate(h, false))
 		h = next(h, x, torch.MaxPool2d(h, 2, 2, 0, false))
 	}
 	return next(h, x, h.Flatten(1, -1))

@@ -37,12 +37,47 @@ func drop(ts ...*torch.Tensor) {
 	}
 }
 
-// next returns y and frees prev unless prev is the caller's input (which the caller owns).
+// next returns y and frees prev unless prev is the caller's input (which the caller owns) or y
+// itself (an op done in place).
 func next(prev, input, y *torch.Tensor) *torch.Tensor {
-	if prev != input {
+	if prev != input && prev != y {
 		drop(prev)
 	}
 	return y
+}
+
+// activate applies ReLU, or LeakyReLU(0.1) when leaky, to h, a layer's own output (never the
+// caller's input). With no gradient being recorded (inference under torch.NoGrad) it works in h's
+// memory and returns h, as torchvision's inplace=True does: one activation-sized buffer less to
+// allocate and write per layer. Otherwise it returns a new tensor, so no graph loses a saved value.
+func activate(h *torch.Tensor, leaky bool) *torch.Tensor {
+	if torch.GradEnabled() {
+		if leaky {
+			return h.LeakyRelu()
+		}
+		return h.Relu()
+	}
+	var err error
+	if leaky {
+		err = h.LeakyReluInPlace()
+	} else {
+		err = h.ReluInPlace()
+	}
+	if err != nil {
+		return torch.Errorf("activation", "%v", err)
+	}
+	return h
+}
+
+// addTo returns h + o, in h's memory when no gradient is being recorded (see activate).
+func addTo(h, o *torch.Tensor) *torch.Tensor {
+	if torch.GradEnabled() {
+		return h.Add(o)
+	}
+	if err := h.AddInPlace(o); err != nil {
+		return torch.Errorf("add", "%v", err)
+	}
+	return h
 }
 
 // param makes a trainable leaf tensor from a freshly initialised one.

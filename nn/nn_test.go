@@ -1,6 +1,9 @@
 package nn
 
 import (
+	"fmt"
+	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -228,5 +231,55 @@ func TestForwardFreesIntermediates(t *testing.T) {
 		}
 		s.Close()
 		m.Close()
+	}
+}
+
+// TestInPlaceInference checks the in-place activations and residual sums used when no gradient is
+// recorded: the embeddings under NoGrad equal those of the same eval forward with gradients on
+// (new tensors at every layer) to the bit, the input is left as it was, and a training step with
+// gradients on still runs backward (no saved value was overwritten).
+func TestInPlaceInference(t *testing.T) {
+	for _, c := range []struct {
+		backbone string
+		size     int
+		cl       bool
+	}{{"conv4", 28, false}, {"conv4", 28, true}, {"resnet12", 32, false}, {"resnet18", 32, false}, {"resnet50", 32, true}} {
+		t.Run(fmt.Sprintf("%s-cl%v", c.backbone, c.cl), func(t *testing.T) {
+			m := newModel(t, Config{Backbone: c.backbone, InChannels: 3, ImageSize: c.size, NumClasses: 3, ChannelsLast: c.cl})
+			s := torch.NewScope()
+			defer s.Close()
+			x := torch.Randn(s, torch.Float32, torch.CPU, 2, 3, int64(c.size), int64(c.size))
+			before, err := x.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			withGrad, err := m.Embed(x, false).Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var inPlace []float32
+			torch.NoGrad(func() { inPlace, err = m.Embed(x, false).Float32s() })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(withGrad, inPlace) {
+				worst := 0.0
+				for i := range withGrad {
+					worst = max(worst, math.Abs(float64(withGrad[i]-inPlace[i])))
+				}
+				t.Fatalf("embeddings under NoGrad differ from those with gradients on by up to %g", worst)
+			}
+			after, err := x.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("the forward pass under NoGrad changed its input")
+			}
+			loss := m.Logits(x, true).Sum(false)
+			if err := loss.Backward(); err != nil {
+				t.Fatalf("backward after in-place inference: %v", err)
+			}
+		})
 	}
 }

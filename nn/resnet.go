@@ -91,7 +91,7 @@ func (r *ResNet) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 	}
 	h = next(h, x, r.Conv1.Forward(h))
 	h = next(h, x, r.BN1.Forward(h, train))
-	h = next(h, x, h.Relu())
+	h = next(h, x, activate(h, false))
 	h = next(h, x, torch.MaxPool2d(h, 3, 2, 1, false))
 	for _, layer := range r.Layers {
 		for _, b := range layer {
@@ -105,12 +105,7 @@ func (r *ResNet) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 // forward runs the block on x (which it does not free); leaky selects LeakyReLU(0.1) for the
 // inner activations (ResNet-12).
 func (b *resBlock) forward(x *torch.Tensor, train, leaky bool) *torch.Tensor {
-	act := func(t *torch.Tensor) *torch.Tensor {
-		if leaky {
-			return t.LeakyRelu()
-		}
-		return t.Relu()
-	}
+	act := func(t *torch.Tensor) *torch.Tensor { return activate(t, leaky) }
 	h := b.conv1.Forward(x)
 	h = next(h, x, b.bn1.Forward(h, train))
 	h = next(h, x, act(h))
@@ -127,7 +122,7 @@ func (b *resBlock) forward(x *torch.Tensor, train, leaky bool) *torch.Tensor {
 		short = b.downBN.Forward(d, train)
 		drop(d)
 	}
-	h = next(h, x, h.Add(short))
+	h = next(h, x, addTo(h, short))
 	if short != x {
 		drop(short)
 	}

@@ -82,6 +82,31 @@ func (t *Tensor) unary(op int) *Tensor {
 	return result(unaryNames[op], &h, C.pt_unary(C.int(op), t.h, &h), t)
 }
 
+// inPlace applies a unary (o nil) or binary op to t's own memory.
+func (t *Tensor) inPlace(op int, o *Tensor) error {
+	if o == nil {
+		if err := t.Err(); err != nil {
+			return err
+		}
+		return cerr(unaryNames[op]+"_", C.pt_unary_(C.int(op), t.h))
+	}
+	if err := firstErr(t, o); err != nil {
+		return err
+	}
+	return cerr(binaryNames[op]+"_", C.pt_binary_(C.int(op), t.h, o.h))
+}
+
+// ReluInPlace, LeakyReluInPlace (slope 0.1) and AddInPlace change t's own memory (relu_,
+// leaky_relu_, add_), as torchvision's models do: for inference, where no graph needs t's old values
+// and a new tensor would be one more activation-sized buffer to allocate and write.
+func (t *Tensor) ReluInPlace() error { return t.inPlace(opRelu, nil) }
+
+// LeakyReluInPlace is LeakyRelu on t's own memory (see ReluInPlace).
+func (t *Tensor) LeakyReluInPlace() error { return t.inPlace(opLeakyRelu, nil) }
+
+// AddInPlace adds o to t in t's own memory (see ReluInPlace).
+func (t *Tensor) AddInPlace(o *Tensor) error { return t.inPlace(opAdd, o) }
+
 func (t *Tensor) binary(op int, o *Tensor) *Tensor {
 	if err := firstErr(t, o); err != nil {
 		return errTensor(err)

@@ -234,6 +234,26 @@ char* pt_unary(int op, pt_tensor t, pt_tensor* out) {
   *out = wrap(r);
   END
 }
+// pt_unary_ and pt_binary_ are the in-place forms (relu_, leaky_relu_, add_) of the ops above.
+char* pt_unary_(int op, pt_tensor t) {
+  BEGIN
+  at::Tensor& x = T(t);
+  switch (op) {
+    case PT_U_RELU: at::relu_(x); break;
+    case PT_U_LEAKY_RELU: at::leaky_relu_(x, 0.1); break;
+    default: throw std::runtime_error("no in-place form of unary op " + std::to_string(op));
+  }
+  END
+}
+char* pt_binary_(int op, pt_tensor a, pt_tensor b) {
+  BEGIN
+  at::Tensor& x = T(a);
+  switch (op) {
+    case PT_B_ADD: x.add_(T(b)); break;
+    default: throw std::runtime_error("no in-place form of binary op " + std::to_string(op));
+  }
+  END
+}
 char* pt_binary(int op, pt_tensor a, pt_tensor b, pt_tensor* out) {
   BEGIN
   const at::Tensor& x = T(a);

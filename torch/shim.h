@@ -145,6 +145,8 @@ char* pt_contiguous(pt_tensor t, int channels_last, pt_tensor* out);
 // Elementwise and reductions, selected by the op codes above.
 char* pt_unary(int op, pt_tensor t, pt_tensor* out);
 char* pt_binary(int op, pt_tensor a, pt_tensor b, pt_tensor* out);
+char* pt_unary_(int op, pt_tensor t);
+char* pt_binary_(int op, pt_tensor a, pt_tensor b);
 char* pt_scalar(int op, pt_tensor t, double s, pt_tensor* out);
 char* pt_reduce(int op, pt_tensor t, const int64_t* dims, int ndims, int keepdim, pt_tensor* out);
 char* pt_softmax(int log, pt_tensor t, int64_t dim, pt_tensor* out);

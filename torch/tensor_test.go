@@ -283,3 +283,34 @@ func TestEmptyTensors(t *testing.T) {
 	u.Free()
 	runtime.GC()
 }
+
+// TestInPlaceOps checks that relu_, leaky_relu_ and add_ change the tensor's own memory (a view
+// of it sees the change) and that a mismatched add is an error, not a panic.
+func TestInPlaceOps(t *testing.T) {
+	s := NewScope()
+	defer s.Close()
+	x := FromFloat32(s, []float32{-2, -1, 0, 3}, 4)
+	view := x.Narrow(0, 0, 4)
+	if err := x.ReluInPlace(); err != nil {
+		t.Fatal(err)
+	}
+	if got := must[[]float32](t)(view.Float32s()); !reflect.DeepEqual(got, []float32{0, 0, 0, 3}) {
+		t.Fatalf("relu_: %v", got)
+	}
+	y := FromFloat32(s, []float32{-2, 4}, 2)
+	if err := y.LeakyReluInPlace(); err != nil {
+		t.Fatal(err)
+	}
+	if got := must[[]float32](t)(y.Float32s()); math.Abs(float64(got[0])+0.2) > 1e-7 || got[1] != 4 {
+		t.Fatalf("leaky_relu_: %v, want [-0.2 4]", got)
+	}
+	if err := x.AddInPlace(FromFloat32(s, []float32{1, 1, 1, 1}, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if got := must[[]float32](t)(view.Float32s()); !reflect.DeepEqual(got, []float32{1, 1, 1, 4}) {
+		t.Fatalf("add_: %v", got)
+	}
+	if err := x.AddInPlace(FromFloat32(s, []float32{1, 2, 3}, 3)); err == nil {
+		t.Fatal("add_ of a 3-vector to a 4-vector: no error")
+	}
+}

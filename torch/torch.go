@@ -124,6 +124,10 @@ func NoGrad(fn func()) {
 	fn()
 }
 
+// GradEnabled reports whether libtorch records gradients on the calling OS thread: false inside
+// NoGrad (which holds the goroutine to its thread), true elsewhere unless something turned it off.
+func GradEnabled() bool { return C.pt_is_grad_enabled() != 0 }
+
 // RNGState returns a copy of libtorch's CPU generator state, for exact resume.
 func RNGState() ([]byte, error) {
 	var h C.pt_tensor
