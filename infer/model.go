@@ -237,6 +237,11 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 			return nil, fmt.Errorf("model %s: %w", path, err)
 		}
 	}
+	// The embedder only runs inference: each batch norm becomes part of its convolution.
+	if err := m.FoldBatchNorm(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
 	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert,
 		Mean: spec.Mean, Std: spec.Std, Fit: spec.Fit, Squash: spec.Squash}
 	if tf.Channels == 0 {

@@ -117,6 +117,7 @@ const (
 type Conv2d struct {
 	Weight, Bias *torch.Tensor // Bias may be nil
 	Opts         torch.Conv2dOptions
+	folded       *foldedConv // with the batch norm after it, for inference (Model.FoldBatchNorm)
 }
 
 // NewConv2d returns a square-kernel convolution in → out channels.

@@ -255,6 +255,7 @@ func NumParams(ps []Param) int64 {
 
 // Close frees every tensor of the model (and a TorchScript backbone). The model is unusable after.
 func (m *Model) Close() {
+	m.unfold()
 	if m.script != nil {
 		m.script.Close()
 		m.script = nil

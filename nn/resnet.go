@@ -89,8 +89,7 @@ func (r *ResNet) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 	if r.ChannelsLast {
 		h = x.ChannelsLast()
 	}
-	h = next(h, x, r.Conv1.Forward(h))
-	h = next(h, x, r.BN1.Forward(h, train))
+	h = next(h, x, convBN(r.Conv1, r.BN1, h, train))
 	h = next(h, x, activate(h, false))
 	h = next(h, x, torch.MaxPool2d(h, 3, 2, 1, false))
 	for _, layer := range r.Layers {
@@ -106,21 +105,16 @@ func (r *ResNet) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 // inner activations (ResNet-12).
 func (b *resBlock) forward(x *torch.Tensor, train, leaky bool) *torch.Tensor {
 	act := func(t *torch.Tensor) *torch.Tensor { return activate(t, leaky) }
-	h := b.conv1.Forward(x)
-	h = next(h, x, b.bn1.Forward(h, train))
+	h := convBN(b.conv1, b.bn1, x, train)
 	h = next(h, x, act(h))
-	h = next(h, x, b.conv2.Forward(h))
-	h = next(h, x, b.bn2.Forward(h, train))
+	h = next(h, x, convBN(b.conv2, b.bn2, h, train))
 	if b.conv3 != nil {
 		h = next(h, x, act(h))
-		h = next(h, x, b.conv3.Forward(h))
-		h = next(h, x, b.bn3.Forward(h, train))
+		h = next(h, x, convBN(b.conv3, b.bn3, h, train))
 	}
 	short := x
 	if b.downConv != nil {
-		d := b.downConv.Forward(x)
-		short = b.downBN.Forward(d, train)
-		drop(d)
+		short = convBN(b.downConv, b.downBN, x, train)
 	}
 	h = next(h, x, addTo(h, short))
 	if short != x {

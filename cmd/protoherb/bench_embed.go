@@ -37,6 +37,7 @@ type benchEmbedFlags struct {
 	iters, warmup, chunk int
 	rounds               int
 	channelsLast         bool
+	foldBN               bool
 	python               string
 	pythonMalloc         string
 	device               string
@@ -68,6 +69,7 @@ libtorch shim uses. Last line: "embed: X images/s".`,
 	fl.IntVar(&f.chunk, "chunk", 0, "most images per libtorch call inside a batch (0: the whole batch)")
 	fl.IntVar(&f.rounds, "rounds", 1, "alternate this many protoherb and PyTorch measurements")
 	fl.BoolVar(&f.channelsLast, "channels-last", false, "run convolutions on NHWC memory layout (both sides)")
+	fl.BoolVar(&f.foldBN, "fold-bn", true, "fold batch norms into the convolutions, as embed does (both sides: PyTorch through torch.fx's fuse)")
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with torch (and torchvision) for the reference; empty skips it")
 	fl.StringVar(&f.pythonMalloc, "python-malloc", "tuned", "allocator for the PyTorch run: tuned (protoherb's settings, like for like) or default (glibc's)")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the weights and input")
@@ -99,14 +101,19 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 	}
 	e := infer.NewModelEmbedder(m, imageio.Transform{Size: f.size, Channels: 3})
 	defer e.Close()
+	if f.foldBN {
+		if err := m.FoldBatchNorm(); err != nil {
+			return fmt.Errorf("bench embed: %w", err)
+		}
+	}
 	e.Chunk = f.chunk
 	rng := rand.New(rand.NewPCG(f.seed, 3))
 	x := make([]float32, f.batch*3*f.size*f.size)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
-	fmt.Fprintf(out, "# %s %dpx batch=%d device=%s threads=%d channels-last=%v chunk=%d embed-dim=%d; load average %s\n",
-		f.backbone, f.size, f.batch, dev, torch.NumThreads(), f.channelsLast, f.chunk, e.Dim(), loadAvg())
+	fmt.Fprintf(out, "# %s %dpx batch=%d device=%s threads=%d channels-last=%v fold-bn=%v chunk=%d embed-dim=%d; load average %s\n",
+		f.backbone, f.size, f.batch, dev, torch.NumThreads(), f.channelsLast, f.foldBN, f.chunk, e.Dim(), loadAvg())
 	if f.python == "" {
 		fmt.Fprintln(out, "# PyTorch reference skipped: --python is empty")
 	}
@@ -173,9 +180,11 @@ func torchReference(out io.Writer, f benchEmbedFlags) (float64, float64, error) 
 	if err := exec.Command(f.python, "-c", "import torch, torchvision").Run(); err != nil {
 		return 0, 0, fmt.Errorf("%s cannot import torch and torchvision (%v); install python3-torch python3-torchvision", f.python, err)
 	}
-	cl := "0"
-	if f.channelsLast {
-		cl = "1"
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
 	}
 	var env []string
 	if f.pythonMalloc == "tuned" {
@@ -183,8 +192,8 @@ func torchReference(out io.Writer, f benchEmbedFlags) (float64, float64, error) 
 	}
 	fmt.Fprintf(out, "# PyTorch (allocator %s):\n", f.pythonMalloc)
 	v, text, err := pythonReference(out, f.python, "bench_embed_torch.py", benchEmbedTorch, "torch:", env,
-		strconv.Itoa(f.threads), f.backbone, strconv.Itoa(f.size), strconv.Itoa(f.batch), cl,
-		strconv.Itoa(f.iters), strconv.Itoa(f.warmup), f.device)
+		strconv.Itoa(f.threads), f.backbone, strconv.Itoa(f.size), strconv.Itoa(f.batch), flag(f.channelsLast),
+		strconv.Itoa(f.iters), strconv.Itoa(f.warmup), f.device, flag(f.foldBN))
 	if err != nil {
 		return 0, 0, err
 	}
