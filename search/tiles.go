@@ -3,6 +3,7 @@ package search
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,8 +26,7 @@ type searcher struct {
 // tileViews are the libtorch views one search reuses: they are created once, not per tile.
 type tileViews struct {
 	scope  *torch.Scope
-	owned  []*torch.Tensor // views of the index's tensors (no scope): freed at close
-	protos []*torch.Tensor // prototype tile i: [rows, dim]
+	protos []*torch.Tensor // prototype tile i: [rows, dim], a view of the index's tensor (no scope): freed at close
 	pStart []int
 	qbuf   *torch.Tensor // [qt, dim]
 	qdata  []float32     // qbuf's memory
@@ -36,7 +36,7 @@ type tileViews struct {
 }
 
 func (v *tileViews) close() {
-	for _, t := range v.owned {
+	for _, t := range v.protos {
 		t.Free()
 	}
 	v.scope.Close()
@@ -72,7 +72,6 @@ func (s *searcher) views(protos *torch.Tensor, nbuf int) (*tileViews, error) {
 	for p0 := 0; p0 < n; p0 += pt {
 		rows := int64(min(pt, n-p0))
 		nar := protos.Narrow(0, int64(p0), rows)
-		v.owned = append(v.owned, nar)
 		v.protos = append(v.protos, nar)
 		v.pStart = append(v.pStart, p0)
 	}
@@ -80,7 +79,7 @@ func (s *searcher) views(protos *torch.Tensor, nbuf int) (*tileViews, error) {
 	for range nbuf {
 		v.obuf = append(v.obuf, torch.Zeros(v.scope, torch.Float32, torch.CPU, int64(qt*pt)))
 	}
-	for _, t := range append(append(v.owned, v.qbuf), v.obuf...) {
+	for _, t := range slices.Concat(v.protos, []*torch.Tensor{v.qbuf}, v.obuf) {
 		if err := t.Err(); err != nil {
 			v.close()
 			return nil, fmt.Errorf("search: allocate tiles: %w", err)
