@@ -171,78 +171,26 @@ func mirror(x []float32, s int) []float32 {
 // embed_dim, l2_norm, invert, resize, fit, squash and flip_tta (package train's names), at the top level or inside a
 // "model" object.
 func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
-	var weights map[string]*torch.Tensor
-	var cfgJSON json.RawMessage
-	st, err := os.Stat(path)
+	src, err := openWeights(path)
 	if err != nil {
-		return nil, fmt.Errorf("model: %w", err)
+		return nil, err
 	}
-	switch {
-	case isTorchScript(path):
+	defer src.free()
+	if src.torchScript && spec.Backbone == "" {
 		// A TorchScript module is a whole model, its weights inside: no training run needed.
-		if spec.Backbone == "" {
-			spec.Backbone = "torchscript:" + path
-		}
-	case st.IsDir():
-		var ck *checkpoint.Checkpoint
-		if _, err := os.Stat(filepath.Join(path, checkpoint.StateFile)); err == nil {
-			ck, err = checkpoint.Load(path)
-			if err != nil {
-				return nil, fmt.Errorf("model: %w", err)
-			}
-		} else {
-			var e1 error
-			ck, _, e1 = checkpoint.LoadBest(path)
-			if e1 != nil {
-				var e2 error
-				ck, _, e2 = checkpoint.LoadLatest(path)
-				if e2 != nil {
-					return nil, fmt.Errorf("model %s: no checkpoint: %v; %v", path, e1, e2)
-				}
-			}
-		}
-		defer ck.Free()
-		weights, cfgJSON = ck.WeightMap(), ck.Config
-	default:
-		w, meta, err := nn.ReadWeights(path)
-		if err != nil {
-			return nil, fmt.Errorf("model: %w", err)
-		}
-		defer nn.FreeTensors(w)
-		weights = w
-		if c := meta["config"]; c != "" {
-			cfgJSON = json.RawMessage(c)
-		}
+		spec.Backbone = "torchscript:" + path
 	}
-	if err := spec.fill(cfgJSON); err != nil {
+	if err := spec.fill(src.config); err != nil {
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}
 	if spec.Backbone == "" || spec.ImageSize <= 0 {
 		return nil, fmt.Errorf("model %s: the backbone and image size are not in its config; pass them (--backbone, --image-size)", path)
 	}
-	cfg := nn.Config{Backbone: spec.Backbone, InChannels: spec.Channels, ImageSize: spec.ImageSize,
-		EmbedDim: spec.EmbedDim, L2Norm: spec.L2Norm != nil && *spec.L2Norm, Device: spec.Device,
-		ChannelsLast: spec.ChannelsLast}
-	m, err := nn.New(cfg)
+	m, err := spec.build(path, src.weights)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", path, err)
+		return nil, err
 	}
-	// Strict: a tensor the model lacks, or a file tensor the model has no place for, is an error
-	// naming them (a file whose names do not match would otherwise run on random weights).
-	// Classifier heads (a pretraining checkpoint's, torchvision's fc) and the training metric's
-	// temperature are not needed for embeddings. A TorchScript module brings its own weights.
-	if weights != nil {
-		if _, err := nn.LoadTrained(m.State(), weights, path); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("model %s: %w", path, err)
-		}
-	}
-	// The embedder only runs inference: each batch norm becomes part of its convolution.
-	if err := m.FoldBatchNorm(); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("model %s: %w", path, err)
-	}
-	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: cfg.InChannels, Invert: spec.Invert,
+	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: m.Config.InChannels, Invert: spec.Invert,
 		Mean: spec.Mean, Std: spec.Std, Fit: spec.Fit, Squash: spec.Squash}
 	if tf.Channels == 0 {
 		tf.Channels = 3
@@ -250,6 +198,92 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	e := NewModelEmbedder(m, tf)
 	e.Chunk, e.FlipTTA = spec.chunk(), spec.FlipTTA
 	return e, nil
+}
+
+// weightSource is what a model path holds: its weights (none for a TorchScript module, which
+// keeps its own) and the run config recorded with them, if any.
+type weightSource struct {
+	weights     map[string]*torch.Tensor
+	config      json.RawMessage
+	torchScript bool
+	free        func()
+}
+
+// openWeights reads the weights and config at path: a TorchScript module, a checkpoint or run
+// folder, or a weights file.
+func openWeights(path string) (weightSource, error) {
+	src := weightSource{free: func() {}}
+	st, err := os.Stat(path)
+	if err != nil {
+		return src, fmt.Errorf("model: %w", err)
+	}
+	switch {
+	case isTorchScript(path):
+		src.torchScript = true
+	case st.IsDir():
+		ck, err := loadCheckpoint(path)
+		if err != nil {
+			return src, err
+		}
+		src.weights, src.config, src.free = ck.WeightMap(), ck.Config, ck.Free
+	default:
+		w, meta, err := nn.ReadWeights(path)
+		if err != nil {
+			return src, fmt.Errorf("model: %w", err)
+		}
+		src.weights, src.free = w, func() { nn.FreeTensors(w) }
+		if c := meta["config"]; c != "" {
+			src.config = json.RawMessage(c)
+		}
+	}
+	return src, nil
+}
+
+// loadCheckpoint loads a checkpoint folder (with state.json), or a run folder's best checkpoint,
+// else its latest.
+func loadCheckpoint(path string) (*checkpoint.Checkpoint, error) {
+	if _, err := os.Stat(filepath.Join(path, checkpoint.StateFile)); err == nil {
+		ck, err := checkpoint.Load(path)
+		if err != nil {
+			return nil, fmt.Errorf("model: %w", err)
+		}
+		return ck, nil
+	}
+	ck, _, e1 := checkpoint.LoadBest(path)
+	if e1 == nil {
+		return ck, nil
+	}
+	ck, _, e2 := checkpoint.LoadLatest(path)
+	if e2 != nil {
+		return nil, fmt.Errorf("model %s: no checkpoint: %v; %v", path, e1, e2)
+	}
+	return ck, nil
+}
+
+// build makes the model spec describes, loads weights into it (nil: a TorchScript module brings
+// its own) and folds its batch norms: the embedder only runs inference.
+func (spec ModelSpec) build(path string, weights map[string]*torch.Tensor) (*nn.Model, error) {
+	m, err := nn.New(nn.Config{Backbone: spec.Backbone, InChannels: spec.Channels, ImageSize: spec.ImageSize,
+		EmbedDim: spec.EmbedDim, L2Norm: spec.L2Norm != nil && *spec.L2Norm, Device: spec.Device,
+		ChannelsLast: spec.ChannelsLast})
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
+	// Strict: a tensor the model lacks, or a file tensor the model has no place for, is an error
+	// naming them (a file whose names do not match would otherwise run on random weights).
+	// Classifier heads (a pretraining checkpoint's, torchvision's fc) and the training metric's
+	// temperature are not needed for embeddings.
+	if weights != nil {
+		if _, err := nn.LoadTrained(m.State(), weights, path); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("model %s: %w", path, err)
+		}
+	}
+	if err := m.FoldBatchNorm(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
+	return m, nil
 }
 
 // chunk is the most images per forward call: spec.Chunk, or when negative Conv-4's cost per image
