@@ -151,86 +151,105 @@ func pct(n, d int) string {
 // Markdown renders the summary; images lists the files written next to it (PNG ones are linked).
 func (r *Report) Markdown(images map[string][]byte) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Evaluation of %s against %s\n\n", r.Pred, r.Truth)
+	r.mdSummary(&b)
+	if len(r.Groups) > 0 {
+		mdGroupTable(&b, fmt.Sprintf("Head, medium and tail classes (tail ≤ %d, medium ≤ %d training images)", r.TailMax, r.MediumMax), r.Groups, true)
+		b.WriteString("A group's macro-F1 is the mean F1 of its labels; weighted by label count the groups give the overall macro-F1.\n\n")
+	}
+	if len(r.Bins) > 0 {
+		mdGroupTable(&b, "F1 by class frequency", r.Bins, false)
+		if _, ok := images[F1ByFreqPNG]; ok {
+			fmt.Fprintf(&b, "![F1 by class frequency](%s)\n\n", F1ByFreqPNG)
+		}
+	}
+	if r.Taxonomy != nil {
+		r.mdTaxonomy(&b, images)
+	}
+	if len(r.TopConfusions) > 0 {
+		r.mdConfusions(&b)
+	}
+	fmt.Fprintf(&b, "Per-class precision, recall and F1: [%s](%s).\n", PerClassCSV, PerClassCSV)
+	return b.String()
+}
+
+// mdSummary writes the title, the headline metrics, scikit-learn's ill-defined-label warning and
+// the accuracy at each rank.
+func (r *Report) mdSummary(b *strings.Builder) {
+	fmt.Fprintf(b, "# Evaluation of %s against %s\n\n", r.Pred, r.Truth)
 	b.WriteString("| metric | value |\n|---|---|\n")
-	fmt.Fprintf(&b, "| macro-F1 (scikit-learn, %d labels) | **%.6f** |\n", r.Labels, r.MacroF1)
-	fmt.Fprintf(&b, "| accuracy | %.6f (%d / %d images) |\n", r.Accuracy, r.Correct, r.Images)
+	fmt.Fprintf(b, "| macro-F1 (scikit-learn, %d labels) | **%.6f** |\n", r.Labels, r.MacroF1)
+	fmt.Fprintf(b, "| accuracy | %.6f (%d / %d images) |\n", r.Accuracy, r.Correct, r.Images)
 	if r.TopK > 0 {
-		fmt.Fprintf(&b, "| top-%d accuracy (%s) | %.6f |\n", r.TopK, r.TopKFile, r.TopKAccuracy)
+		fmt.Fprintf(b, "| top-%d accuracy (%s) | %.6f |\n", r.TopK, r.TopKFile, r.TopKAccuracy)
 	}
 	b.WriteString("\n")
 	if r.NoPred > 0 || r.NoTrue > 0 {
-		fmt.Fprintf(&b, "As scikit-learn warns: %d labels are never predicted (precision ill-defined) and %d labels "+
+		fmt.Fprintf(b, "As scikit-learn warns: %d labels are never predicted (precision ill-defined) and %d labels "+
 			"are predicted but never true (recall ill-defined); their F1 is 0 and they count in the mean.\n\n",
 			r.NoPred, r.NoTrue)
 	}
 	if len(r.AtK) > 1 {
 		b.WriteString("Accuracy within the first k ranks:\n\n| k |")
 		for k := range r.AtK {
-			fmt.Fprintf(&b, " %d |", k+1)
+			fmt.Fprintf(b, " %d |", k+1)
 		}
 		b.WriteString("\n|---|" + strings.Repeat("---|", len(r.AtK)) + "\n| accuracy |")
 		for _, a := range r.AtK {
-			fmt.Fprintf(&b, " %.4f |", a)
+			fmt.Fprintf(b, " %.4f |", a)
 		}
 		b.WriteString("\n\n")
 	}
-	table := func(title string, gs []GroupScore, named bool) {
-		fmt.Fprintf(&b, "## %s\n\n", title)
+}
+
+// mdGroupTable writes a section with one row per group of classes (named: with the group's name).
+func mdGroupTable(b *strings.Builder, title string, gs []GroupScore, named bool) {
+	fmt.Fprintf(b, "## %s\n\n", title)
+	if named {
+		b.WriteString("| group ")
+	}
+	b.WriteString("| train images | classes | test images | macro-F1 | accuracy |\n")
+	if named {
+		b.WriteString("|---")
+	}
+	b.WriteString("|---|---|---|---|---|\n")
+	for _, g := range gs {
 		if named {
-			b.WriteString("| group ")
+			fmt.Fprintf(b, "| %s ", g.Name)
 		}
-		b.WriteString("| train images | classes | test images | macro-F1 | accuracy |\n")
-		if named {
-			b.WriteString("|---")
-		}
-		b.WriteString("|---|---|---|---|---|\n")
-		for _, g := range gs {
-			if named {
-				fmt.Fprintf(&b, "| %s ", g.Name)
-			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %.4f | %.4f |\n", g.Range(), g.Labels, g.Support, g.MacroF1, g.Accuracy)
-		}
-		b.WriteString("\n")
+		fmt.Fprintf(b, "| %s | %d | %d | %.4f | %.4f |\n", g.Range(), g.Labels, g.Support, g.MacroF1, g.Accuracy)
 	}
-	if len(r.Groups) > 0 {
-		table(fmt.Sprintf("Head, medium and tail classes (tail ≤ %d, medium ≤ %d training images)", r.TailMax, r.MediumMax), r.Groups, true)
-		b.WriteString("A group's macro-F1 is the mean F1 of its labels; weighted by label count the groups give the overall macro-F1.\n\n")
+	b.WriteString("\n")
+}
+
+// mdTaxonomy writes the genus- and family-level errors section.
+func (r *Report) mdTaxonomy(b *strings.Builder, images map[string][]byte) {
+	t := r.Taxonomy
+	b.WriteString("## Errors at genus and family level\n\n")
+	fmt.Fprintf(b, "- genus-level accuracy: %.4f; family-level accuracy: %.4f\n", t.GenusAccuracy, t.FamilyAccuracy)
+	fmt.Fprintf(b, "- of %d errors, the predicted species is in the true genus for %d (%s)\n", t.Errors, t.SameGenus, pct(t.SameGenus, t.Errors))
+	fmt.Fprintf(b, "- of %d errors, the predicted species is in the true family for %d (%s, same genus included); "+
+		"in another family for %d (%s)\n\n", t.FamilyErrors, t.SameFamily, pct(t.SameFamily, t.FamilyErrors),
+		t.FamilyErrors-t.SameFamily, pct(t.FamilyErrors-t.SameFamily, t.FamilyErrors))
+	if _, ok := images[GenusConfusion]; ok {
+		fmt.Fprintf(b, "![Genus confusion](%s)\n\n", GenusConfusion)
 	}
-	if len(r.Bins) > 0 {
-		table("F1 by class frequency", r.Bins, false)
-		if _, ok := images[F1ByFreqPNG]; ok {
-			fmt.Fprintf(&b, "![F1 by class frequency](%s)\n\n", F1ByFreqPNG)
-		}
+}
+
+// mdConfusions writes the most frequent (true, predicted) pairs, classes named where known.
+func (r *Report) mdConfusions(b *strings.Builder) {
+	names := map[int64]string{}
+	for _, c := range r.Classes {
+		names[c.Class] = c.Name
 	}
-	if t := r.Taxonomy; t != nil {
-		b.WriteString("## Errors at genus and family level\n\n")
-		fmt.Fprintf(&b, "- genus-level accuracy: %.4f; family-level accuracy: %.4f\n", t.GenusAccuracy, t.FamilyAccuracy)
-		fmt.Fprintf(&b, "- of %d errors, the predicted species is in the true genus for %d (%s)\n", t.Errors, t.SameGenus, pct(t.SameGenus, t.Errors))
-		fmt.Fprintf(&b, "- of %d errors, the predicted species is in the true family for %d (%s, same genus included); "+
-			"in another family for %d (%s)\n\n", t.FamilyErrors, t.SameFamily, pct(t.SameFamily, t.FamilyErrors),
-			t.FamilyErrors-t.SameFamily, pct(t.FamilyErrors-t.SameFamily, t.FamilyErrors))
-		if _, ok := images[GenusConfusion]; ok {
-			fmt.Fprintf(&b, "![Genus confusion](%s)\n\n", GenusConfusion)
+	label := func(id int64) string {
+		if n := names[id]; n != "" {
+			return fmt.Sprintf("%d %s", id, n)
 		}
+		return strconv.FormatInt(id, 10)
 	}
-	if len(r.TopConfusions) > 0 {
-		names := map[int64]string{}
-		for _, c := range r.Classes {
-			names[c.Class] = c.Name
-		}
-		label := func(id int64) string {
-			if n := names[id]; n != "" {
-				return fmt.Sprintf("%d %s", id, n)
-			}
-			return strconv.FormatInt(id, 10)
-		}
-		b.WriteString("## Most frequent confusions\n\n| true class | predicted class | images |\n|---|---|---|\n")
-		for _, c := range r.TopConfusions {
-			fmt.Fprintf(&b, "| %s | %s | %d |\n", label(c.True), label(c.Pred), c.Count)
-		}
-		b.WriteString("\n")
+	b.WriteString("## Most frequent confusions\n\n| true class | predicted class | images |\n|---|---|---|\n")
+	for _, c := range r.TopConfusions {
+		fmt.Fprintf(b, "| %s | %s | %d |\n", label(c.True), label(c.Pred), c.Count)
 	}
-	fmt.Fprintf(&b, "Per-class precision, recall and F1: [%s](%s).\n", PerClassCSV, PerClassCSV)
-	return b.String()
+	b.WriteString("\n")
 }
