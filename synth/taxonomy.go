@@ -261,29 +261,55 @@ func newTaxonomy(r *rand.Rand, nSpecies, nGenera, nFamilies int) (*taxonomy, err
 	if nFamilies < 1 || nGenera < nFamilies || nSpecies < nGenera {
 		return nil, fmt.Errorf("synth: need species >= genera >= families >= 1, have %d species, %d genera, %d families", nSpecies, nGenera, nFamilies)
 	}
+	g := drawGenera(r, nGenera, nFamilies)
+	spp := drawSpecies(r, g.names, nSpecies)
+	sort.Slice(spp, func(i, j int) bool { return spp[i].name < spp[j].name })
+	t := &taxonomy{
+		categories: make([]Category, nSpecies),
+		traits:     make([]traits, nSpecies),
+		region:     make([]int, nSpecies),
+	}
+	for id, s := range spp {
+		t.categories[id] = Category{ID: id, Name: s.name, Genus: g.names[s.genus], Family: g.famNames[g.family[s.genus]]}
+		t.traits[id] = inherit(r, g.traits[s.genus], 0.12, 0.16)
+		t.region[id] = r.IntN(len(regions))
+	}
+	return t, nil
+}
+
+// genera are the drawn families and genera: genus i is names[i], in family family[i].
+type genera struct {
+	famNames []string
+	names    []string
+	family   []int
+	traits   []traits
+}
+
+// drawGenera draws the families, each named after its type genus (genera 0..nFamilies−1), then the
+// other genera, each in a family picked with a long tail, and the traits each genus inherits from
+// its family.
+func drawGenera(r *rand.Rand, nGenera, nFamilies int) genera {
 	used := make(map[string]bool, nFamilies+nGenera)
-	famNames := make([]string, nFamilies)
 	famTraits := make([]traits, nFamilies)
-	genNames := make([]string, nGenera)
-	genFamily := make([]int, nGenera)
-	genTraits := make([]traits, nGenera)
+	g := genera{famNames: make([]string, nFamilies), names: make([]string, nGenera),
+		family: make([]int, nGenera), traits: make([]traits, nGenera)}
 	for f := 0; f < nFamilies; f++ {
 		// The family's type genus gives it its name.
 		for {
-			g := genusName(r)
-			fam := familyStem(g) + "aceae"
+			name := genusName(r)
+			fam := familyStem(name) + "aceae"
 			if f == 0 || r.Float64() < 0.05 {
-				fam = familyStem(g) + "aceæ"
+				fam = familyStem(name) + "aceæ"
 			}
-			if !used[g] && !used[fam] {
-				used[g], used[fam] = true, true
-				famNames[f], genNames[f], genFamily[f] = fam, g, f
+			if !used[name] && !used[fam] {
+				used[name], used[fam] = true, true
+				g.famNames[f], g.names[f], g.family[f] = fam, name, f
 				break
 			}
 		}
 		famTraits[f] = randomTraits(r)
 	}
-	for g := nFamilies; g < nGenera; g++ {
+	for i := nFamilies; i < nGenera; i++ {
 		for {
 			name := genusName(r)
 			if r.Float64() < 0.04 {
@@ -291,26 +317,34 @@ func newTaxonomy(r *rand.Rand, nSpecies, nGenera, nFamilies int) (*taxonomy, err
 			}
 			if !used[name] {
 				used[name] = true
-				genNames[g] = name
+				g.names[i] = name
 				break
 			}
 		}
-		genFamily[g] = longTailPick(r, nFamilies)
+		g.family[i] = longTailPick(r, nFamilies)
 	}
-	for g := range genTraits {
-		genTraits[g] = inherit(r, famTraits[genFamily[g]], 0.25, 0.22)
+	for i := range g.traits {
+		g.traits[i] = inherit(r, famTraits[g.family[i]], 0.25, 0.22)
 	}
+	return g
+}
 
-	type sp struct {
-		name  string
-		genus int
-	}
-	spp := make([]sp, nSpecies)
+// species is a drawn species name and the index of its genus.
+type species struct {
+	name  string
+	genus int
+}
+
+// drawSpecies draws nSpecies distinct names: species i < len(genera) is in genus i (every genus has
+// one), the rest in genera picked with a long tail. Species 0 is a hybrid ("×") and species 1 has
+// a diaeresis.
+func drawSpecies(r *rand.Rand, genNames []string, nSpecies int) []species {
+	spp := make([]species, nSpecies)
 	seen := make(map[string]bool, nSpecies)
 	for s := 0; s < nSpecies; s++ {
 		g := s
-		if s >= nGenera {
-			g = longTailPick(r, nGenera)
+		if s >= len(genNames) {
+			g = longTailPick(r, len(genNames))
 		}
 		for {
 			ep := epithet(r)
@@ -323,23 +357,12 @@ func newTaxonomy(r *rand.Rand, nSpecies, nGenera, nFamilies int) (*taxonomy, err
 			}
 			if !seen[name] {
 				seen[name] = true
-				spp[s] = sp{name, g}
+				spp[s] = species{name, g}
 				break
 			}
 		}
 	}
-	sort.Slice(spp, func(i, j int) bool { return spp[i].name < spp[j].name })
-	t := &taxonomy{
-		categories: make([]Category, nSpecies),
-		traits:     make([]traits, nSpecies),
-		region:     make([]int, nSpecies),
-	}
-	for id, s := range spp {
-		t.categories[id] = Category{ID: id, Name: s.name, Genus: genNames[s.genus], Family: famNames[genFamily[s.genus]]}
-		t.traits[id] = inherit(r, genTraits[s.genus], 0.12, 0.16)
-		t.region[id] = r.IntN(len(regions))
-	}
-	return t, nil
+	return spp
 }
 
 // longTailPick picks an index in [0,n) with a skewed distribution, so some families hold many genera
