@@ -330,87 +330,109 @@ var shapeBeta = [numShapes][2]float64{
 // outline returns the closed outline of a blade of length L along +x from the origin, with the
 // species' shape and margin and this leaf's damage, in pixels.
 func (s *specimen) outline(L float64) []vec {
-	r, t := s.r, s.t
-	ol := s.ol[:0]
-	halfW := L * t.Aspect * (0.9 + 0.2*r.Float64()) / 2
-	teeth := float64(t.Teeth)
-	lobes := float64(max(2, t.Teeth/2))
-	switch t.Shape {
-	case shapeCordate, shapeOrbicular:
-		n := 64 + 8*t.Teeth
-		centre := vec{}
-		if t.Shape == shapeOrbicular {
-			centre = vec{L / 2, 0}
-		}
-		k := float64(2*(int(lobes)/2) + 1) // odd: one lobe at the tip
-		for i := range n {
-			phi := -math.Pi + 2*math.Pi*(float64(i)+0.5)/float64(n)
-			var q vec
-			if t.Shape == shapeCordate {
-				rad := L * (1 + math.Cos(phi)) / 2
-				q = polar(rad, phi)
-				q.y *= t.Aspect / 0.65
-			} else {
-				q = vec{L/2 + L/2*math.Cos(phi+math.Pi), halfW * math.Sin(phi+math.Pi)}
-			}
-			m := 1.0
-			switch t.Margin {
-			case marginSerrate:
-				f := teeth * 2 * (phi + math.Pi) / math.Pi
-				m = 1 + 0.07*(f-math.Floor(f))
-			case marginLobed:
-				m = 0.5 + 0.5*math.Pow(math.Abs(math.Cos(k*phi/2)), 0.6)
-			}
-			ol = append(ol, centre.add(q.sub(centre).mul(m)))
-		}
-	default:
-		ab := shapeBeta[t.Shape]
-		a, b := ab[0], ab[1]
-		norm := math.Pow(a/(a+b), a) * math.Pow(b/(a+b), b)
-		n := 24 + 8*t.Teeth
-		asym := 1 + 0.06*r.NormFloat64()
-		prof := func(x float64) float64 {
-			y := halfW * math.Pow(x, a) * math.Pow(1-x, b) / norm
-			switch t.Margin {
-			case marginSerrate:
-				f := teeth * x
-				y *= 1 + 0.16*(f-math.Floor(f))*math.Min(1, 6*x)
-			case marginLobed:
-				y *= 0.35 + 0.65*math.Sqrt(math.Abs(math.Sin(math.Pi*lobes*x)))
-			}
-			return y
-		}
-		for i := 0; i <= n; i++ {
-			x := float64(i) / float64(n)
-			ol = append(ol, vec{x * L, prof(x)})
-		}
-		for i := n - 1; i > 0; i-- {
-			x := float64(i) / float64(n)
-			ol = append(ol, vec{x * L, -prof(x) * asym})
-		}
+	t := s.t
+	halfW := L * t.Aspect * (0.9 + 0.2*s.r.Float64()) / 2
+	var ol []vec
+	if t.Shape == shapeCordate || t.Shape == shapeOrbicular {
+		ol = s.roundOutline(s.ol[:0], L, halfW)
+	} else {
+		ol = s.betaOutline(s.ol[:0], L, halfW)
 	}
-
-	if r.Float64() < s.damage {
-		if r.Float64() < 0.6 { // a bite out of the margin
-			span := len(ol)/6 + 1
-			i0 := r.IntN(len(ol))
-			f := 0.15 + 0.45*r.Float64()
-			for j := range span {
-				q := &ol[(i0+j)%len(ol)]
-				d := math.Sin(math.Pi * float64(j) / float64(span))
-				q.y *= 1 - (1-f)*d*(0.85+0.3*r.Float64())
-			}
-		} else { // the tip broken off
-			cut := L * (0.55 + 0.3*r.Float64())
-			for i := range ol {
-				if ol[i].x > cut {
-					ol[i].x = cut + L*0.02*r.Float64()
-				}
-			}
-		}
+	if s.r.Float64() < s.damage {
+		s.damageOutline(ol, L)
 	}
 	s.ol = ol
 	return ol
+}
+
+// roundOutline appends a cordate or orbicular blade, traced by angle, with its margin.
+func (s *specimen) roundOutline(ol []vec, L, halfW float64) []vec {
+	t := s.t
+	teeth := float64(t.Teeth)
+	lobes := float64(max(2, t.Teeth/2))
+	n := 64 + 8*t.Teeth
+	centre := vec{}
+	if t.Shape == shapeOrbicular {
+		centre = vec{L / 2, 0}
+	}
+	k := float64(2*(int(lobes)/2) + 1) // odd: one lobe at the tip
+	for i := range n {
+		phi := -math.Pi + 2*math.Pi*(float64(i)+0.5)/float64(n)
+		var q vec
+		if t.Shape == shapeCordate {
+			rad := L * (1 + math.Cos(phi)) / 2
+			q = polar(rad, phi)
+			q.y *= t.Aspect / 0.65
+		} else {
+			q = vec{L/2 + L/2*math.Cos(phi+math.Pi), halfW * math.Sin(phi+math.Pi)}
+		}
+		m := 1.0
+		switch t.Margin {
+		case marginSerrate:
+			f := teeth * 2 * (phi + math.Pi) / math.Pi
+			m = 1 + 0.07*(f-math.Floor(f))
+		case marginLobed:
+			m = 0.5 + 0.5*math.Pow(math.Abs(math.Cos(k*phi/2)), 0.6)
+		}
+		ol = append(ol, centre.add(q.sub(centre).mul(m)))
+	}
+	return ol
+}
+
+// betaOutline appends an elongated blade: a beta-curve half-width profile along x (shapeBeta) with
+// its margin, down one side and back the other, slightly asymmetric.
+func (s *specimen) betaOutline(ol []vec, L, halfW float64) []vec {
+	t := s.t
+	teeth := float64(t.Teeth)
+	lobes := float64(max(2, t.Teeth/2))
+	ab := shapeBeta[t.Shape]
+	a, b := ab[0], ab[1]
+	norm := math.Pow(a/(a+b), a) * math.Pow(b/(a+b), b)
+	n := 24 + 8*t.Teeth
+	asym := 1 + 0.06*s.r.NormFloat64()
+	prof := func(x float64) float64 {
+		y := halfW * math.Pow(x, a) * math.Pow(1-x, b) / norm
+		switch t.Margin {
+		case marginSerrate:
+			f := teeth * x
+			y *= 1 + 0.16*(f-math.Floor(f))*math.Min(1, 6*x)
+		case marginLobed:
+			y *= 0.35 + 0.65*math.Sqrt(math.Abs(math.Sin(math.Pi*lobes*x)))
+		}
+		return y
+	}
+	for i := 0; i <= n; i++ {
+		x := float64(i) / float64(n)
+		ol = append(ol, vec{x * L, prof(x)})
+	}
+	for i := n - 1; i > 0; i-- {
+		x := float64(i) / float64(n)
+		ol = append(ol, vec{x * L, -prof(x) * asym})
+	}
+	return ol
+}
+
+// damageOutline takes a bite out of the margin of ol or breaks its tip off, in place.
+func (s *specimen) damageOutline(ol []vec, L float64) {
+	r := s.r
+	if r.Float64() < 0.6 { // a bite out of the margin
+		span := len(ol)/6 + 1
+		i0 := r.IntN(len(ol))
+		f := 0.15 + 0.45*r.Float64()
+		for j := range span {
+			q := &ol[(i0+j)%len(ol)]
+			d := math.Sin(math.Pi * float64(j) / float64(span))
+			q.y *= 1 - (1-f)*d*(0.85+0.3*r.Float64())
+		}
+		return
+	}
+	// the tip broken off
+	cut := L * (0.55 + 0.3*r.Float64())
+	for i := range ol {
+		if ol[i].x > cut {
+			ol[i].x = cut + L*0.02*r.Float64()
+		}
+	}
 }
 
 // veins adds the leaf's venation, read off its outline ol, mapped to the sheet by toSheet.
