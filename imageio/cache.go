@@ -58,9 +58,8 @@ type cacheEntry struct {
 
 // BuildCache decodes every path once at the cache size and writes the packed file out (atomically).
 func BuildCache(ctx context.Context, out string, paths []string, opt CacheOptions) (CacheReport, error) {
-	var rep CacheReport
 	if opt.Size <= 0 || opt.Size > math.MaxUint16 {
-		return rep, fmt.Errorf("cache: size must be in [1, 65535], got %d", opt.Size)
+		return CacheReport{}, fmt.Errorf("cache: size must be in [1, 65535], got %d", opt.Size)
 	}
 	workers := opt.Workers
 	if workers <= 0 {
@@ -68,93 +67,188 @@ func BuildCache(ctx context.Context, out string, paths []string, opt CacheOption
 	}
 	f, err := atomicfile.Create(out)
 	if err != nil {
-		return rep, err
+		return CacheReport{}, err
 	}
 	defer f.Abort()
 	if _, err := f.WriteString(cacheMagic); err != nil {
-		return rep, err
+		return CacheReport{}, err
 	}
-	off := uint64(len(cacheMagic))
-	entries := make([]cacheEntry, 0, len(paths))
-	procs := make([]*Processor, workers)
-	for i := range procs {
-		if procs[i], err = NewProcessor(); err != nil {
-			return rep, err
+	procs, err := newProcessors(workers)
+	if err != nil {
+		return CacheReport{}, err
+	}
+	defer closeProcessors(procs)
+	w := &cacheWriter{f: f, off: uint64(len(cacheMagic)), entries: make([]cacheEntry, 0, len(paths))}
+	if err := w.writeImages(ctx, procs, paths, opt); err != nil {
+		return w.rep, err
+	}
+	indexOff := w.off
+	if err := w.writeIndex(); err != nil {
+		return w.rep, err
+	}
+	if _, err := f.Write(cacheFooter(opt, len(w.entries), indexOff, w.off-indexOff)); err != nil {
+		return w.rep, err
+	}
+	if err := f.Commit(); err != nil {
+		return w.rep, err
+	}
+	w.rep.Bytes = int64(w.off) + footerLen
+	opt.Bar.Finish()
+	return w.rep, nil
+}
+
+// cacheWriter is the state of one BuildCache: the file being written, the offset of the next byte
+// (the footer excluded), the index entries so far and the report.
+type cacheWriter struct {
+	f       *atomicfile.File
+	off     uint64
+	entries []cacheEntry
+	rep     CacheReport
+}
+
+// cacheResult is the decoded image of one path, or why it could not be decoded.
+type cacheResult struct {
+	m   *Image
+	err error
+}
+
+// newProcessors opens n processors; on failure it closes those already open.
+func newProcessors(n int) ([]*Processor, error) {
+	procs := make([]*Processor, 0, n)
+	for range n {
+		p, err := NewProcessor()
+		if err != nil {
+			closeProcessors(procs)
+			return nil, err
 		}
-		defer procs[i].Close()
+		procs = append(procs, p)
 	}
-	type res struct {
-		m   *Image
-		err error
+	return procs, nil
+}
+
+// closeProcessors closes procs, last opened first.
+func closeProcessors(procs []*Processor) {
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].Close()
 	}
-	chunk := workers * 16
-	results := make([]res, chunk)
+}
+
+// writeImages decodes paths in chunks (one goroutine per processor) and appends each chunk's pixels
+// to the file in path order, advancing the progress bar per chunk. It stops between chunks when ctx
+// is cancelled.
+func (w *cacheWriter) writeImages(ctx context.Context, procs []*Processor, paths []string, opt CacheOptions) error {
+	chunk := len(procs) * 16
+	results := make([]cacheResult, chunk)
 	for start := 0; start < len(paths); start += chunk {
 		if err := ctx.Err(); err != nil {
-			return rep, err
+			return err
 		}
 		n := min(chunk, len(paths)-start)
-		var wg sync.WaitGroup
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var data []byte
-				for i := w; i < n; i += workers {
-					m, err := cacheImage(procs[w], paths[start+i], &data, opt)
-					results[i] = res{m, err}
-				}
-			}()
-		}
-		wg.Wait()
-		for i := 0; i < n; i++ {
-			p, r := paths[start+i], results[i]
-			if r.err != nil {
-				if opt.OnBad == Fail {
-					return rep, fmt.Errorf("%s: %w", p, r.err)
-				}
-				rep.Bad++
-				rep.BadImages = append(rep.BadImages, BadImage{Index: start + i, Path: p, Err: r.err})
-				entries = append(entries, cacheEntry{off: off, bad: true, path: p, errS: r.err.Error()})
-				continue
-			}
-			if _, err := f.Write(r.m.Pix); err != nil {
-				return rep, err
-			}
-			entries = append(entries, cacheEntry{off: off, w: r.m.W, h: r.m.H, c: r.m.C, path: p})
-			off += uint64(len(r.m.Pix))
-			rep.Images++
+		decodeChunk(procs, paths[start:start+n], results[:n], opt)
+		if err := w.addChunk(start, paths[start:start+n], results[:n], opt.OnBad); err != nil {
+			return err
 		}
 		opt.Bar.Add(n)
 	}
-	indexOff := off
-	var rec []byte
-	for _, e := range entries {
-		rec = rec[:0]
-		rec = binary.LittleEndian.AppendUint64(rec, e.off)
-		rec = binary.LittleEndian.AppendUint16(rec, uint16(e.w))
-		rec = binary.LittleEndian.AppendUint16(rec, uint16(e.h))
-		status := byte(0)
-		if e.bad {
-			status = 1
-		}
-		rec = append(rec, byte(e.c), status)
-		errS := e.errS
-		if len(errS) > math.MaxUint16 {
-			errS = errS[:math.MaxUint16]
-		}
-		if len(e.path) > math.MaxUint16 {
-			return rep, fmt.Errorf("cache: path too long: %.80s...", e.path)
-		}
-		rec = binary.LittleEndian.AppendUint16(rec, uint16(len(e.path)))
-		rec = binary.LittleEndian.AppendUint16(rec, uint16(len(errS)))
-		rec = append(rec, e.path...)
-		rec = append(rec, errS...)
-		if _, err := f.Write(rec); err != nil {
-			return rep, err
-		}
-		off += uint64(len(rec))
+	return nil
+}
+
+// decodeChunk decodes paths into results (same positions) at the cache size, worker w taking
+// every len(procs)-th path from w with procs[w], and waits for all of them.
+func decodeChunk(procs []*Processor, paths []string, results []cacheResult, opt CacheOptions) {
+	workers := len(procs)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var data []byte
+			for i := w; i < len(paths); i += workers {
+				m, err := cacheImage(procs[w], paths[i], &data, opt)
+				results[i] = cacheResult{m, err}
+			}
+		}()
 	}
+	wg.Wait()
+}
+
+// addChunk writes the decoded images of one chunk (whose first path is paths' index start in the
+// build) and records an index entry per path; a bad image is recorded as bad, or with Fail ends the
+// build with an error naming the file.
+func (w *cacheWriter) addChunk(start int, paths []string, results []cacheResult, policy BadPolicy) error {
+	for i, r := range results {
+		p := paths[i]
+		if r.err != nil {
+			if policy == Fail {
+				return fmt.Errorf("%s: %w", p, r.err)
+			}
+			w.rep.Bad++
+			w.rep.BadImages = append(w.rep.BadImages, BadImage{Index: start + i, Path: p, Err: r.err})
+			w.entries = append(w.entries, cacheEntry{off: w.off, bad: true, path: p, errS: r.err.Error()})
+			continue
+		}
+		if _, err := w.f.Write(r.m.Pix); err != nil {
+			return err
+		}
+		w.entries = append(w.entries, cacheEntry{off: w.off, w: r.m.W, h: r.m.H, c: r.m.C, path: p})
+		w.off += uint64(len(r.m.Pix))
+		w.rep.Images++
+	}
+	return nil
+}
+
+// writeIndex writes one index record per entry after the pixel data.
+func (w *cacheWriter) writeIndex() error {
+	var rec []byte
+	for _, e := range w.entries {
+		var err error
+		if rec, err = appendIndexRecord(rec[:0], e); err != nil {
+			return err
+		}
+		if err := w.write(rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write appends b to the file and advances the offset past it.
+func (w *cacheWriter) write(b []byte) error {
+	if _, err := w.f.Write(b); err != nil {
+		return err
+	}
+	w.off += uint64(len(b))
+	return nil
+}
+
+// appendIndexRecord appends the index record of e to rec: offset, width, height, channels, status,
+// path and error lengths, path, error message (cut to what a u16 length can say).
+func appendIndexRecord(rec []byte, e cacheEntry) ([]byte, error) {
+	rec = binary.LittleEndian.AppendUint64(rec, e.off)
+	rec = binary.LittleEndian.AppendUint16(rec, uint16(e.w))
+	rec = binary.LittleEndian.AppendUint16(rec, uint16(e.h))
+	status := byte(0)
+	if e.bad {
+		status = 1
+	}
+	rec = append(rec, byte(e.c), status)
+	errS := e.errS
+	if len(errS) > math.MaxUint16 {
+		errS = errS[:math.MaxUint16]
+	}
+	if len(e.path) > math.MaxUint16 {
+		return rec, fmt.Errorf("cache: path too long: %.80s...", e.path)
+	}
+	rec = binary.LittleEndian.AppendUint16(rec, uint16(len(e.path)))
+	rec = binary.LittleEndian.AppendUint16(rec, uint16(len(errS)))
+	rec = append(rec, e.path...)
+	rec = append(rec, errS...)
+	return rec, nil
+}
+
+// cacheFooter builds the 64-byte footer for count images whose index lies at
+// [indexOff, indexOff+indexLen).
+func cacheFooter(opt CacheOptions, count int, indexOff, indexLen uint64) []byte {
 	foot := make([]byte, 0, footerLen)
 	foot = append(foot, cacheMagic...)
 	foot = binary.LittleEndian.AppendUint32(foot, cacheVersion)
@@ -165,19 +259,11 @@ func BuildCache(ctx context.Context, out string, paths []string, opt CacheOption
 	}
 	foot = binary.LittleEndian.AppendUint32(foot, crop)
 	foot = binary.LittleEndian.AppendUint32(foot, 0)
-	foot = binary.LittleEndian.AppendUint64(foot, uint64(len(entries)))
+	foot = binary.LittleEndian.AppendUint64(foot, uint64(count))
 	foot = binary.LittleEndian.AppendUint64(foot, indexOff)
-	foot = binary.LittleEndian.AppendUint64(foot, off-indexOff)
+	foot = binary.LittleEndian.AppendUint64(foot, indexLen)
 	foot = append(foot, make([]byte, footerLen-len(foot))...)
-	if _, err := f.Write(foot); err != nil {
-		return rep, err
-	}
-	if err := f.Commit(); err != nil {
-		return rep, err
-	}
-	rep.Bytes = int64(off) + footerLen
-	opt.Bar.Finish()
-	return rep, nil
+	return foot
 }
 
 // cacheImage decodes one file at the cache size.

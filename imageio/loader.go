@@ -180,112 +180,180 @@ func (l *Loader) Stream(ctx context.Context, items []Item, seed uint64) *Stream 
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Stream{ctx: ctx, out: make(chan result), cancel: cancel}
 	opt := l.opt
-	nb := (len(items) + opt.BatchSize - 1) / opt.BatchSize
-	jobs := make(chan job, opt.Workers*2)
-	batches := make(chan *pending, opt.Prefetch)
-	tokens := make(chan struct{}, opt.Prefetch)
-	elem := opt.Transform.Channels * opt.Transform.Size * opt.Transform.Size
-
-	// Dispatcher: allocate a batch when a token is free and queue its items.
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(jobs)
-		defer close(batches)
-		for b := 0; b < nb; b++ {
-			select {
-			case tokens <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			first := b * opt.BatchSize
-			n := min(opt.BatchSize, len(items)-first)
-			p := &pending{first: first, n: n, done: make(chan struct{}), bad: make([]BadImage, n), ok: make([]bool, n)}
-			p.batch = &Batch{X: make([]float32, n*elem), C: opt.Transform.Channels, H: opt.Transform.Size, W: opt.Transform.Size}
-			p.remaining.Store(int32(n))
-			select {
-			case batches <- p:
-			case <-ctx.Done():
-				return
-			}
-			for slot := 0; slot < n; slot++ {
-				select {
-				case jobs <- job{p, slot}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-
-	// Workers.
-	for w := 0; w < opt.Workers; w++ {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			proc, err := NewProcessor()
-			if err != nil {
-				for j := range jobs {
-					j.p.bad[j.slot] = BadImage{Index: j.p.first + j.slot, Path: items[j.p.first+j.slot].Path, Err: err}
-					if j.p.remaining.Add(-1) == 0 {
-						close(j.p.done)
-					}
-				}
-				return
-			}
-			defer proc.Close()
-			var data []byte
-			for j := range jobs {
-				if ctx.Err() != nil {
-					return
-				}
-				idx := j.p.first + j.slot
-				it := items[idx]
-				out := j.p.batch.X[j.slot*elem : (j.slot+1)*elem]
-				t0 := time.Now()
-				err := l.loadOne(proc, it, &data, ItemRand(seed, idx), out)
-				j.p.decode.Add(int64(time.Since(t0)))
-				if err != nil {
-					j.p.bad[j.slot] = BadImage{Index: idx, Path: it.Path, Err: err}
-				} else {
-					j.p.ok[j.slot] = true
-				}
-				if j.p.remaining.Add(-1) == 0 {
-					close(j.p.done)
-				}
-			}
-		}()
+	r := &streamRun{
+		l:       l,
+		opt:     opt,
+		items:   items,
+		seed:    seed,
+		elem:    opt.Transform.Channels * opt.Transform.Size * opt.Transform.Size,
+		jobs:    make(chan job, opt.Workers*2),
+		batches: make(chan *pending, opt.Prefetch),
+		tokens:  make(chan struct{}, opt.Prefetch),
 	}
+	s.start(func() { r.dispatch(ctx) })
+	for w := 0; w < opt.Workers; w++ {
+		s.start(func() { r.work(ctx) })
+	}
+	s.start(func() { s.collect(ctx, r) })
+	return s
+}
 
-	// Collector: finish batches in order and hand them out.
+// streamRun is what the goroutines of one stream share: the options, the items, the seed, the
+// size of one image's tensor (elem) and the channels between dispatcher, workers and collector.
+// Its fields are not modified once the goroutines start.
+type streamRun struct {
+	l     *Loader
+	opt   LoaderOptions
+	items []Item
+	seed  uint64
+	elem  int
+	// jobs carries the items to decode, from the dispatcher to the workers.
+	jobs chan job
+	// batches carries the allocated batches, in order, from the dispatcher to the collector.
+	batches chan *pending
+	// tokens bounds the batches in flight to Prefetch: the dispatcher takes one per batch, the
+	// collector gives it back once the batch is handed out.
+	tokens chan struct{}
+}
+
+// start runs f in a goroutine that Close waits for.
+func (s *Stream) start(f func()) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer close(s.out)
-		for p := range batches {
-			select {
-			case <-p.done:
-			case <-ctx.Done():
-				return
-			}
-			b, err := finish(p, items, elem, opt.OnBad)
-			if b != nil && len(b.Bad) > 0 {
-				s.mu.Lock()
-				s.bad = append(s.bad, b.Bad...)
-				s.mu.Unlock()
-			}
-			select {
-			case s.out <- result{b, err}:
-			case <-ctx.Done():
-				return
-			}
-			<-tokens
-			if err != nil {
-				return
-			}
-		}
+		f()
 	}()
-	return s
+}
+
+// dispatch is the dispatcher: it allocates a batch when a token is free and queues its items. It
+// closes batches and jobs when all are queued or ctx is cancelled.
+func (r *streamRun) dispatch(ctx context.Context) {
+	defer close(r.jobs)
+	defer close(r.batches)
+	nb := (len(r.items) + r.opt.BatchSize - 1) / r.opt.BatchSize
+	for b := 0; b < nb; b++ {
+		select {
+		case r.tokens <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		first := b * r.opt.BatchSize
+		p := r.newPending(first, min(r.opt.BatchSize, len(r.items)-first))
+		if !r.queue(ctx, p) {
+			return
+		}
+	}
+}
+
+// newPending allocates the batch of the n items from position first, all of them outstanding.
+func (r *streamRun) newPending(first, n int) *pending {
+	t := &r.opt.Transform
+	p := &pending{first: first, n: n, done: make(chan struct{}), bad: make([]BadImage, n), ok: make([]bool, n)}
+	p.batch = &Batch{X: make([]float32, n*r.elem), C: t.Channels, H: t.Size, W: t.Size}
+	p.remaining.Store(int32(n))
+	return p
+}
+
+// queue hands p to the collector, then each of its items to the workers; it reports false when ctx
+// is cancelled first.
+func (r *streamRun) queue(ctx context.Context, p *pending) bool {
+	select {
+	case r.batches <- p:
+	case <-ctx.Done():
+		return false
+	}
+	for slot := 0; slot < p.n; slot++ {
+		select {
+		case r.jobs <- job{p, slot}:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// work is one worker: it loads the items taken from jobs into their batch rows until jobs is closed
+// or ctx is cancelled. A worker that cannot get a Processor marks every item it takes bad instead.
+func (r *streamRun) work(ctx context.Context) {
+	proc, err := NewProcessor()
+	if err != nil {
+		r.failJobs(err)
+		return
+	}
+	defer proc.Close()
+	var data []byte
+	for j := range r.jobs {
+		if ctx.Err() != nil {
+			return
+		}
+		r.loadJob(proc, j, &data)
+	}
+}
+
+// failJobs marks every item taken from jobs bad with err, until jobs is closed.
+func (r *streamRun) failJobs(err error) {
+	for j := range r.jobs {
+		j.p.bad[j.slot] = BadImage{Index: j.p.first + j.slot, Path: r.items[j.p.first+j.slot].Path, Err: err}
+		j.p.slotDone()
+	}
+}
+
+// loadJob loads the item of j into its row of the batch (data is the worker's file buffer), adds
+// the time taken to the batch and records whether the item is good or bad.
+func (r *streamRun) loadJob(proc *Processor, j job, data *[]byte) {
+	idx := j.p.first + j.slot
+	it := r.items[idx]
+	out := j.p.batch.X[j.slot*r.elem : (j.slot+1)*r.elem]
+	t0 := time.Now()
+	err := r.l.loadOne(proc, it, data, ItemRand(r.seed, idx), out)
+	j.p.decode.Add(int64(time.Since(t0)))
+	if err != nil {
+		j.p.bad[j.slot] = BadImage{Index: idx, Path: it.Path, Err: err}
+	} else {
+		j.p.ok[j.slot] = true
+	}
+	j.p.slotDone()
+}
+
+// slotDone counts one slot of p as finished, and closes p.done after the last.
+func (p *pending) slotDone() {
+	if p.remaining.Add(-1) == 0 {
+		close(p.done)
+	}
+}
+
+// collect is the collector: it finishes batches in order and hands them out to Next, giving a
+// token back per batch handed out. It closes s.out after the last batch, the first error, or when
+// ctx is cancelled.
+func (s *Stream) collect(ctx context.Context, r *streamRun) {
+	defer close(s.out)
+	for p := range r.batches {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return
+		}
+		b, err := finish(p, r.items, r.elem, r.opt.OnBad)
+		s.addBad(b)
+		select {
+		case s.out <- result{b, err}:
+		case <-ctx.Done():
+			return
+		}
+		<-r.tokens
+		if err != nil {
+			return
+		}
+	}
+}
+
+// addBad adds the images b skipped to the stream's list (b is nil when the batch failed).
+func (s *Stream) addBad(b *Batch) {
+	if b != nil && len(b.Bad) > 0 {
+		s.mu.Lock()
+		s.bad = append(s.bad, b.Bad...)
+		s.mu.Unlock()
+	}
 }
 
 // finish compacts a batch: good rows first in item order, bad ones listed.
