@@ -68,10 +68,7 @@ func openImageFolder(root, split string) (*Dataset, error) {
 // rows of the requested one are read, and the classes are those of all rows, so that every split
 // numbers them alike.
 func openCSV(path, split string) (*Dataset, error) {
-	file := path
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		file = filepath.Join(path, split+".csv")
-	}
+	file := csvFile(path, split)
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("open CSV dataset: %w", err)
@@ -89,77 +86,134 @@ func openCSV(path, split string) (*Dataset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	pathCol, labelCol, splitCol, leaf := c.path, c.label, c.split, c.leaf
+	rows, names, err := csvSource{file: file, base: base, header: header, cols: c}.readRows(r)
+	if err != nil {
+		return nil, err
+	}
 	d := &Dataset{Root: base, Format: FormatCSV, Split: split}
 	classOf := map[string]int{}
-	var names []string
-	type row struct {
-		id    int64
-		path  string
-		label string
-		split string
-	}
-	var rows []row
-	for line := 2; ; line++ {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
-		}
-		if pathCol >= len(rec) || labelCol >= len(rec) || splitCol >= len(rec) {
-			return nil, fmt.Errorf("%s:%d: too few columns", file, line)
-		}
-		p := strings.TrimSpace(rec[pathCol])
-		if p == "" {
-			return nil, fmt.Errorf("%s:%d: empty %s", file, line, header[pathCol])
-		}
-		id := int64(len(rows))
-		if leaf {
-			n, err := strconv.ParseInt(p, 10, 64)
-			if err == nil {
-				id = n
-			}
-			if filepath.Ext(p) == "" {
-				p += ".jpg"
-			}
-			p = filepath.Join("images", p)
-		}
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(base, filepath.FromSlash(p))
-		}
-		lab := ""
-		if labelCol >= 0 {
-			lab = strings.TrimSpace(rec[labelCol])
-			if _, ok := classOf[lab]; !ok {
-				classOf[lab] = -1
-				names = append(names, lab)
-			}
-		}
-		rw := row{id: id, path: p, label: lab}
-		if splitCol >= 0 {
-			rw.split = strings.TrimSpace(rec[splitCol])
-		}
-		rows = append(rows, rw)
-	}
 	d.Classes = numberClasses(names, classOf)
-	splits := map[string]int{}
-	for _, rw := range rows {
-		splits[rw.split]++
-		if splitCol >= 0 && rw.split != split {
-			continue
-		}
-		label := -1
-		if labelCol >= 0 {
-			label = classOf[rw.label]
-		}
-		d.Samples = append(d.Samples, Sample{ID: rw.id, Path: rw.path, Label: label})
-	}
-	if splitCol >= 0 && len(d.Samples) == 0 {
+	var splits map[string]int
+	d.Samples, splits = csvSamples(rows, c, split, classOf)
+	if c.split >= 0 && len(d.Samples) == 0 {
 		return nil, fmt.Errorf("%s: no row of split %q (the split column has %v)", file, split, splits)
 	}
 	return d, nil
+}
+
+// csvFile is the CSV file of a CSV dataset: path itself, or <split>.csv inside path when path is a
+// folder.
+func csvFile(path, split string) string {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return filepath.Join(path, split+".csv")
+	}
+	return path
+}
+
+// csvRow is one data row of a CSV dataset: its sample ID, its image path (resolved), and its label
+// and split ("" when the file has no such column).
+type csvRow struct {
+	id    int64
+	path  string
+	label string
+	split string
+}
+
+// csvSource is what reading a CSV dataset's rows needs besides the reader.
+type csvSource struct {
+	file   string   // named in errors
+	base   string   // the CSV's folder, where relative paths start
+	header []string // the header record, which names the path column in errors
+	cols   csvCols
+}
+
+// readRows reads the data rows after the header (so the first is line 2 in errors). It returns the
+// rows and the distinct labels in order of first use.
+func (src csvSource) readRows(r *csv.Reader) ([]csvRow, []string, error) {
+	seen := map[string]bool{}
+	var names []string
+	var rows []csvRow
+	for line := 2; ; line++ {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return rows, names, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", src.file, err)
+		}
+		rw, err := src.parseRow(rec, line, int64(len(rows)))
+		if err != nil {
+			return nil, nil, err
+		}
+		if src.cols.label >= 0 && !seen[rw.label] {
+			seen[rw.label] = true
+			names = append(names, rw.label)
+		}
+		rows = append(rows, rw)
+	}
+}
+
+// parseRow checks and reads the record at line; n is the row's position, its sample ID unless a
+// leaf99 id gives one.
+func (src csvSource) parseRow(rec []string, line int, n int64) (csvRow, error) {
+	c := src.cols
+	if c.path >= len(rec) || c.label >= len(rec) || c.split >= len(rec) {
+		return csvRow{}, fmt.Errorf("%s:%d: too few columns", src.file, line)
+	}
+	p := strings.TrimSpace(rec[c.path])
+	if p == "" {
+		return csvRow{}, fmt.Errorf("%s:%d: empty %s", src.file, line, src.header[c.path])
+	}
+	id, p := csvImage(p, src.base, c.leaf, n)
+	rw := csvRow{id: id, path: p}
+	if c.label >= 0 {
+		rw.label = strings.TrimSpace(rec[c.label])
+	}
+	if c.split >= 0 {
+		rw.split = strings.TrimSpace(rec[c.split])
+	}
+	return rw, nil
+}
+
+// csvImage gives a row's sample ID and image path from its path cell p. For leaf99 (leaf), p is an
+// id: the ID is that id when numeric (else n, the row's position) and the image is images/<id>.jpg
+// (or images/<id> when it has an extension). A relative path is taken from base, the CSV's folder.
+func csvImage(p, base string, leaf bool, n int64) (int64, string) {
+	id := n
+	if leaf {
+		v, err := strconv.ParseInt(p, 10, 64)
+		if err == nil {
+			id = v
+		}
+		if filepath.Ext(p) == "" {
+			p += ".jpg"
+		}
+		p = filepath.Join("images", p)
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(base, filepath.FromSlash(p))
+	}
+	return id, p
+}
+
+// csvSamples turns the rows of split (every row when the file has no split column) into samples,
+// labelled by classOf (-1 without a label column). It also counts the rows of each split, for the
+// error when split has none.
+func csvSamples(rows []csvRow, c csvCols, split string, classOf map[string]int) ([]Sample, map[string]int) {
+	var samples []Sample
+	splits := map[string]int{}
+	for _, rw := range rows {
+		splits[rw.split]++
+		if c.split >= 0 && rw.split != split {
+			continue
+		}
+		label := -1
+		if c.label >= 0 {
+			label = classOf[rw.label]
+		}
+		samples = append(samples, Sample{ID: rw.id, Path: rw.path, Label: label})
+	}
+	return samples, splits
 }
 
 // csvCols are the columns of a CSV dataset: the image (path, file, or leaf99's id), the label

@@ -328,54 +328,10 @@ type EnrolResponse struct {
 func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 	limit := s.cfg.MaxUploadBytes
 	defer s.upload(w, r, 8*limit)()
-	mr, err := r.MultipartReader()
+	sp, images, err := readEnrolForm(r, limit)
 	if err != nil {
-		s.writeErr(w, fail(http.StatusBadRequest, "", "send multipart/form-data with name, genus, family and image fields: %v", err))
+		s.writeErr(w, err)
 		return
-	}
-	var sp Species
-	var images [][]byte
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			s.writeErr(w, readErr(err, 8*limit))
-			return
-		}
-		switch name := part.FormName(); {
-		case name == "image" || name == "images" || part.FileName() != "":
-			if len(images) == maxEnrolImages {
-				s.writeErr(w, fail(http.StatusRequestEntityTooLarge, "too_large", "at most %d images per enrolment", maxEnrolImages))
-				return
-			}
-			b, err := readPart(part, limit)
-			if err != nil {
-				s.writeErr(w, err)
-				return
-			}
-			images = append(images, b)
-		case name == "name" || name == "genus" || name == "family":
-			b, err := io.ReadAll(io.LimitReader(part, 257))
-			if err != nil {
-				s.writeErr(w, readErr(err, 8*limit))
-				return
-			}
-			if len(b) > 256 {
-				s.writeErr(w, fail(http.StatusBadRequest, "", "%s is longer than 256 bytes", name))
-				return
-			}
-			v := strings.TrimSpace(string(b))
-			switch name {
-			case "name":
-				sp.Name = v
-			case "genus":
-				sp.Genus = v
-			default:
-				sp.Family = v
-			}
-		}
 	}
 	if strings.TrimSpace(sp.Name) == "" {
 		s.writeErr(w, fail(http.StatusBadRequest, "", "the species needs a name"))
@@ -386,18 +342,10 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Preprocess every image first: one bad image refuses the whole enrolment.
-	xs := make([][]float32, len(images))
-	for i, b := range images {
-		x, err := s.preprocess(r.Context(), b)
-		if err != nil {
-			var ae *apiError
-			if errors.As(err, &ae) {
-				ae.msg = fmt.Sprintf("image %d: %s", i+1, ae.msg)
-			}
-			s.writeErr(w, err)
-			return
-		}
-		xs[i] = x
+	xs, err := s.preprocessAll(r.Context(), images)
+	if err != nil {
+		s.writeErr(w, err)
+		return
 	}
 	embs, err := s.embedAll(r.Context(), xs)
 	if err != nil {
@@ -414,6 +362,83 @@ func (s *Server) enrol(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusCreated
 	}
 	writeJSON(w, code, EnrolResponse{Species: got.Species, Created: got.Created, Added: got.Added, Replayed: got.Replayed})
+}
+
+// readEnrolForm reads the multipart form of an enrolment (its body prepared by upload with a limit
+// of 8*limit): the species from the name, genus and family fields, and the images (the fields image
+// and images, or any file part), each at most limit bytes and at most maxEnrolImages of them. Other
+// fields are skipped.
+func readEnrolForm(r *http.Request, limit int64) (Species, [][]byte, error) {
+	var sp Species
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return sp, nil, fail(http.StatusBadRequest, "", "send multipart/form-data with name, genus, family and image fields: %v", err)
+	}
+	var images [][]byte
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return sp, images, nil
+		}
+		if err != nil {
+			return sp, nil, readErr(err, 8*limit)
+		}
+		switch name := part.FormName(); {
+		case name == "image" || name == "images" || part.FileName() != "":
+			if len(images) == maxEnrolImages {
+				return sp, nil, fail(http.StatusRequestEntityTooLarge, "too_large", "at most %d images per enrolment", maxEnrolImages)
+			}
+			b, err := readPart(part, limit)
+			if err != nil {
+				return sp, nil, err
+			}
+			images = append(images, b)
+		case name == "name" || name == "genus" || name == "family":
+			v, err := readEnrolField(part, name, 8*limit)
+			if err != nil {
+				return sp, nil, err
+			}
+			switch name {
+			case "name":
+				sp.Name = v
+			case "genus":
+				sp.Genus = v
+			default:
+				sp.Family = v
+			}
+		}
+	}
+}
+
+// readEnrolField reads the text field name of an enrolment form, at most 256 bytes, with the
+// surrounding space trimmed; bodyLimit is the body's limit, cited when that is what stopped it.
+func readEnrolField(part io.Reader, name string, bodyLimit int64) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(part, 257))
+	if err != nil {
+		return "", readErr(err, bodyLimit)
+	}
+	if len(b) > 256 {
+		return "", fail(http.StatusBadRequest, "", "%s is longer than 256 bytes", name)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// preprocessAll preprocesses the images of an enrolment in order, stopping at the first that fails;
+// the error names that image (counting from 1).
+func (s *Server) preprocessAll(ctx context.Context, images [][]byte) ([][]float32, error) {
+	xs := make([][]float32, len(images))
+	for i, b := range images {
+		x, err := s.preprocess(ctx, b)
+		if err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) {
+				ae.msg = fmt.Sprintf("image %d: %s", i+1, ae.msg)
+			}
+			return nil, err
+		}
+		xs[i] = x
+	}
+	return xs, nil
 }
 
 // embedAll embeds images through the batcher (they join the identify batches).
