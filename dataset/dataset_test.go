@@ -264,6 +264,12 @@ func TestImageFolderAndCSV(t *testing.T) {
 	if _, err := Open(filepath.Join(root, "bad.csv"), Options{}); err == nil || !strings.Contains(err.Error(), "bad.csv") {
 		t.Errorf("bad header: %v", err)
 	}
+	// An empty path cell is named by its column, not by whatever the reader last read.
+	write(t, filepath.Join(root, "hole.csv"), "path,label\nimgs/a.jpg,7\n  ,12\n")
+	_, err = Open(filepath.Join(root, "hole.csv"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "hole.csv:3: empty path") {
+		t.Errorf("empty path cell: %v, want hole.csv:3: empty path", err)
+	}
 }
 
 func TestOmniglotFixture(t *testing.T) {

@@ -82,6 +82,8 @@ func openCSV(path, split string) (*Dataset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading the header: %w", file, err)
 	}
+	// The reader reuses its record: keep a copy, which errors read column names from.
+	header = slices.Clone(header)
 	c, err := csvColumns(header)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
