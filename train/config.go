@@ -193,6 +193,9 @@ func (c *Config) Validate() error {
 	if _, err := imageio.ParseBadPolicy(c.OnBadImage); err != nil {
 		bad("on-bad-image %q: want skip or fail", c.OnBadImage)
 	}
+	if c.Fit && c.Squash {
+		bad("fit and squash are exclusive: each is a way to make an image square (keep its aspect and pad, or stretch it)")
+	}
 	if c.ImageSize < 0 || (c.Channels != 0 && c.Channels != 1 && c.Channels != 3) {
 		bad("image-size must be >= 0 and channels 1 or 3 (got %d, %d)", c.ImageSize, c.Channels)
 	}

@@ -348,6 +348,11 @@ func TestConfigFileAndValidation(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "way") {
 		t.Errorf("validate 1-way: %v", err)
 	}
+	c = Defaults(ModeEpisodic)
+	c.Data, c.RunDir, c.Fit, c.Squash = "x", "y", true, true
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "fit and squash") {
+		t.Errorf("validate fit with squash: %v", err)
+	}
 	if _, err := seededRun(context.Background(), Config{Mode: "bogus"}, quiet); err == nil {
 		t.Error("bogus mode accepted")
 	}
