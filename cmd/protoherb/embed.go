@@ -32,9 +32,7 @@ type modelFlags struct {
 func (m *modelFlags) register(f *pflag.FlagSet, split string) {
 	f.StringVar(&m.model, "model", "", "trained model: checkpoint folder, run folder, weights (.safetensors, or a PyTorch .pth/.pt state dict with --backbone and --image-size) or a TorchScript module")
 	f.StringVar(&m.fingerprint, "fingerprint", "", "model fingerprint to record (default: a hash of the model's weight files)")
-	f.StringVar(&m.spec.Backbone, "backbone", "", "backbone when the model file does not say (conv4, resnet12, resnet18, resnet50, torchscript:PATH)")
-	f.IntVar(&m.spec.ImageSize, "image-size", 0, "model input size when the model file does not say")
-	f.IntVar(&m.spec.Channels, "channels", 0, "input channels when the model file does not say (default 3)")
+	registerSpecFlags(f, &m.spec)
 	f.StringVar(&m.device, "device", "cpu", "cpu, cuda or cuda:N")
 	f.StringVar(&m.onBad, "on-bad-image", "skip", "an image that cannot be read: skip (listed; the rest go on) or fail")
 	f.IntVar(&m.batch, "batch", 32, "images per forward pass")
