@@ -114,7 +114,7 @@ func Make(ctx context.Context, dir string, o Options) (*Demo, error) {
 	if d.Model, err = randomModel(dir, o); err != nil {
 		return nil, err
 	}
-	emb, err := infer.LoadModel(d.Model, infer.ModelSpec{Device: torch.CPU})
+	emb, err := infer.LoadModel(d.Model, infer.ModelSpec{Device: torch.CPU, ChannelsLast: true, Chunk: -1})
 	if err != nil {
 		return nil, err
 	}
