@@ -68,7 +68,7 @@ libtorch shim uses. Last line: "embed: X images/s".`,
 	fl.IntVar(&f.warmup, "warmup", 2, "untimed batches first")
 	fl.IntVar(&f.chunk, "chunk", 0, "most images per libtorch call inside a batch (0: the whole batch)")
 	fl.IntVar(&f.rounds, "rounds", 1, "alternate this many protoherb and PyTorch measurements")
-	fl.BoolVar(&f.channelsLast, "channels-last", false, "run convolutions on NHWC memory layout (both sides)")
+	fl.BoolVar(&f.channelsLast, "channels-last", false, "run convolutions on NHWC memory layout (both sides; embed, prototypes, predict and serve do by default)")
 	fl.BoolVar(&f.foldBN, "fold-bn", true, "fold batch norms into the convolutions, as embed does (both sides: PyTorch through torch.fx's fuse)")
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with torch (and torchvision) for the reference; empty skips it")
 	fl.StringVar(&f.pythonMalloc, "python-malloc", "tuned", "allocator for the PyTorch run: tuned (protoherb's settings, like for like) or default (glibc's)")
