@@ -234,34 +234,34 @@ func TestForwardFreesIntermediates(t *testing.T) {
 	}
 }
 
+// backboneCase is one built-in backbone at an input size and memory format, with a 3-class head.
+type backboneCase struct {
+	backbone string
+	size     int
+	cl       bool
+}
+
+func (c backboneCase) name() string { return fmt.Sprintf("%s-cl%v", c.backbone, c.cl) }
+
+func (c backboneCase) config() Config {
+	return Config{Backbone: c.backbone, InChannels: 3, ImageSize: c.size, NumClasses: 3, ChannelsLast: c.cl}
+}
+
 // TestInPlaceInference checks the in-place activations and residual sums used when no gradient is
 // recorded: the embeddings under NoGrad equal those of the same eval forward with gradients on
 // (new tensors at every layer) to the bit, the input is left as it was, and a training step with
 // gradients on still runs backward (no saved value was overwritten).
 func TestInPlaceInference(t *testing.T) {
-	for _, c := range []struct {
-		backbone string
-		size     int
-		cl       bool
-	}{{"conv4", 28, false}, {"conv4", 28, true}, {"resnet12", 32, false}, {"resnet18", 32, false}, {"resnet50", 32, true}} {
-		t.Run(fmt.Sprintf("%s-cl%v", c.backbone, c.cl), func(t *testing.T) {
-			m := newModel(t, Config{Backbone: c.backbone, InChannels: 3, ImageSize: c.size, NumClasses: 3, ChannelsLast: c.cl})
+	for _, c := range []backboneCase{{"conv4", 28, false}, {"conv4", 28, true}, {"resnet12", 32, false}, {"resnet18", 32, false}, {"resnet50", 32, true}} {
+		t.Run(c.name(), func(t *testing.T) {
+			m := newModel(t, c.config())
 			s := torch.NewScope()
 			defer s.Close()
 			x := torch.Randn(s, torch.Float32, torch.CPU, 2, 3, int64(c.size), int64(c.size))
-			before, err := x.Float32s()
-			if err != nil {
-				t.Fatal(err)
-			}
-			withGrad, err := m.Embed(x, false).Float32s()
-			if err != nil {
-				t.Fatal(err)
-			}
+			before := host(t, x)
+			withGrad := host(t, m.Embed(x, false))
 			var inPlace []float32
-			torch.NoGrad(func() { inPlace, err = m.Embed(x, false).Float32s() })
-			if err != nil {
-				t.Fatal(err)
-			}
+			torch.NoGrad(func() { inPlace = host(t, m.Embed(x, false)) })
 			if !reflect.DeepEqual(withGrad, inPlace) {
 				worst := 0.0
 				for i := range withGrad {
@@ -269,11 +269,7 @@ func TestInPlaceInference(t *testing.T) {
 				}
 				t.Fatalf("embeddings under NoGrad differ from those with gradients on by up to %g", worst)
 			}
-			after, err := x.Float32s()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(before, after) {
+			if !reflect.DeepEqual(before, host(t, x)) {
 				t.Fatalf("the forward pass under NoGrad changed its input")
 			}
 			loss := m.Logits(x, true).Sum(false)

@@ -104,12 +104,11 @@ func (r *ResNet) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 // forward runs the block on x (which it does not free); leaky selects LeakyReLU(0.1) for the
 // inner activations (ResNet-12).
 func (b *resBlock) forward(x *torch.Tensor, train, leaky bool) *torch.Tensor {
-	act := func(t *torch.Tensor) *torch.Tensor { return activate(t, leaky) }
 	h := convBN(b.conv1, b.bn1, x, train)
-	h = next(h, x, act(h))
+	h = next(h, x, activate(h, leaky))
 	h = next(h, x, convBN(b.conv2, b.bn2, h, train))
 	if b.conv3 != nil {
-		h = next(h, x, act(h))
+		h = next(h, x, activate(h, leaky))
 		h = next(h, x, convBN(b.conv3, b.bn3, h, train))
 	}
 	short := x
@@ -120,7 +119,7 @@ func (b *resBlock) forward(x *torch.Tensor, train, leaky bool) *torch.Tensor {
 	if short != x {
 		drop(short)
 	}
-	return next(h, x, act(h))
+	return next(h, x, activate(h, leaky))
 }
 
 func (b *resBlock) visit(p string, v visitor) {
