@@ -190,11 +190,9 @@ func LoadModel(path string, spec ModelSpec) (*ModelEmbedder, error) {
 	if err != nil {
 		return nil, err
 	}
+	// nn.New has filled in the channel count (3 when spec left it 0).
 	tf := imageio.Transform{Size: spec.ImageSize, Resize: spec.Resize, Channels: m.Config.InChannels, Invert: spec.Invert,
 		Mean: spec.Mean, Std: spec.Std, Fit: spec.Fit, Squash: spec.Squash}
-	if tf.Channels == 0 {
-		tf.Channels = 3
-	}
 	e := NewModelEmbedder(m, tf)
 	e.Chunk, e.FlipTTA = spec.chunk(), spec.FlipTTA
 	return e, nil
