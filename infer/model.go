@@ -259,7 +259,8 @@ func loadCheckpoint(path string) (*checkpoint.Checkpoint, error) {
 }
 
 // build makes the model spec describes, loads weights into it (nil: a TorchScript module brings
-// its own) and folds its batch norms: the embedder only runs inference.
+// its own), folds its batch norms and has its convolutions prepacked on CPU: the embedder only runs
+// inference.
 func (spec ModelSpec) build(path string, weights map[string]*torch.Tensor) (*nn.Model, error) {
 	m, err := nn.New(nn.Config{Backbone: spec.Backbone, InChannels: spec.Channels, ImageSize: spec.ImageSize,
 		EmbedDim: spec.EmbedDim, L2Norm: spec.L2Norm != nil && *spec.L2Norm, Device: spec.Device,
@@ -278,6 +279,10 @@ func (spec ModelSpec) build(path string, weights map[string]*torch.Tensor) (*nn.
 		}
 	}
 	if err := m.FoldBatchNorm(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("model %s: %w", path, err)
+	}
+	if err := m.PrepackConvolutions(); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("model %s: %w", path, err)
 	}

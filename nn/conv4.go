@@ -45,8 +45,7 @@ func (c *Conv4) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 		h = x.ChannelsLast()
 	}
 	for i := range 4 {
-		h = next(h, x, convBN(c.Convs[i], c.BNs[i], h, train))
-		h = next(h, x, activate(h, false))
+		h = next(h, x, convBNAct(c.Convs[i], c.BNs[i], h, train, actReLU))
 		h = next(h, x, torch.MaxPool2d(h, 2, 2, 0, false))
 	}
 	return next(h, x, h.Flatten(1, -1))

@@ -89,8 +89,7 @@ func (r *ResNet) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 	if r.ChannelsLast {
 		h = x.ChannelsLast()
 	}
-	h = next(h, x, convBN(r.Conv1, r.BN1, h, train))
-	h = next(h, x, activate(h, false))
+	h = next(h, x, convBNAct(r.Conv1, r.BN1, h, train, actReLU))
 	h = next(h, x, torch.MaxPool2d(h, 3, 2, 1, false))
 	for _, layer := range r.Layers {
 		for _, b := range layer {
@@ -104,16 +103,20 @@ func (r *ResNet) Forward(x *torch.Tensor, train bool) *torch.Tensor {
 // forward runs the block on x (which it does not free); leaky selects LeakyReLU(0.1) for the
 // inner activations (ResNet-12).
 func (b *resBlock) forward(x *torch.Tensor, train, leaky bool) *torch.Tensor {
-	h := convBN(b.conv1, b.bn1, x, train)
-	h = next(h, x, activate(h, leaky))
-	h = next(h, x, convBN(b.conv2, b.bn2, h, train))
+	act := actReLU
+	if leaky {
+		act = actLeaky
+	}
+	h := convBNAct(b.conv1, b.bn1, x, train, act)
 	if b.conv3 != nil {
-		h = next(h, x, activate(h, leaky))
-		h = next(h, x, convBN(b.conv3, b.bn3, h, train))
+		h = next(h, x, convBNAct(b.conv2, b.bn2, h, train, act))
+		h = next(h, x, convBNAct(b.conv3, b.bn3, h, train, actNone))
+	} else {
+		h = next(h, x, convBNAct(b.conv2, b.bn2, h, train, actNone))
 	}
 	short := x
 	if b.downConv != nil {
-		short = convBN(b.downConv, b.downBN, x, train)
+		short = convBNAct(b.downConv, b.downBN, x, train, actNone)
 	}
 	h = next(h, x, addTo(h, short))
 	if short != x {

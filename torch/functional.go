@@ -21,6 +21,21 @@ type Conv2dOptions struct {
 	Groups                    int64
 }
 
+// values returns the options with their zero values replaced by the defaults.
+func (o Conv2dOptions) values() (stride, padding, dilation [2]int64, groups int64) {
+	stride, padding, dilation, groups = o.Stride, o.Padding, o.Dilation, o.Groups
+	if stride == [2]int64{} {
+		stride = [2]int64{1, 1}
+	}
+	if dilation == [2]int64{} {
+		dilation = [2]int64{1, 1}
+	}
+	if groups == 0 {
+		groups = 1
+	}
+	return stride, padding, dilation, groups
+}
+
 // Conv2d convolves x [N,C,H,W] with w [O,C/groups,kh,kw]; b [O] may be nil.
 func Conv2d(x, w, b *Tensor, o Conv2dOptions) *Tensor {
 	if err := firstErr(x, w); err != nil {
@@ -29,18 +44,7 @@ func Conv2d(x, w, b *Tensor, o Conv2dOptions) *Tensor {
 	if b != nil && b.Err() != nil {
 		return errTensor(b.Err())
 	}
-	stride, dil := o.Stride, o.Dilation
-	if stride == [2]int64{} {
-		stride = [2]int64{1, 1}
-	}
-	if dil == [2]int64{} {
-		dil = [2]int64{1, 1}
-	}
-	groups := o.Groups
-	if groups == 0 {
-		groups = 1
-	}
-	pad := o.Padding
+	stride, pad, dil, groups := o.values()
 	var h C.pt_tensor
 	e := C.pt_conv2d(x.h, w.h, handle(b), int64s(stride[:]), int64s(pad[:]), int64s(dil[:]), C.int64_t(groups), &h)
 	return result("conv2d", &h, e, x, w, b)

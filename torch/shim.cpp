@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 #include <torch/script.h>
 #include <torch/version.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <malloc.h>
 
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -378,6 +380,55 @@ char* pt_conv2d(pt_tensor x, pt_tensor w, pt_tensor b, const int64_t* stride, co
   *out = wrap(at::conv2d(T(x), T(w), opt(b), ref(stride, 2), ref(padding, 2), ref(dilation, 2), groups));
   END
 }
+// The prepacked-convolution operators, looked up once; absent (nullopt) in a libtorch built without
+// oneDNN.
+static const c10::optional<c10::OperatorHandle>& prepack_op() {
+  static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn_prepacked::conv2d_prepack", ""});
+  return op;
+}
+static const c10::optional<c10::OperatorHandle>& packed_run_op() {
+  static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn_prepacked::conv2d_run", ""});
+  return op;
+}
+int pt_conv2d_prepack_available(void) {
+  try {
+    return prepack_op().has_value() && packed_run_op().has_value() ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+char* pt_conv2d_prepack(pt_tensor w, pt_tensor b, const int64_t* stride, const int64_t* padding,
+                        const int64_t* dilation, int64_t groups, pt_tensor like, int relu, pt_packed_conv* out) {
+  BEGIN
+  if (!pt_conv2d_prepack_available()) throw std::runtime_error("this libtorch has no mkldnn_prepacked operators");
+  auto& x = T(like);
+  TORCH_CHECK(x.dim() == 4, "conv2d_prepack: input must be 4-D, got ", x.dim(), "-D");
+  TORCH_CHECK(T(w).device().is_cpu() && T(w).scalar_type() == at::kFloat && x.device().is_cpu(),
+              "conv2d_prepack: float32 CPU tensors only");
+  torch::jit::Stack st;
+  st.emplace_back(T(w).contiguous(x.suggest_memory_format()));
+  st.emplace_back(b ? c10::IValue(T(b).contiguous()) : c10::IValue());
+  st.emplace_back(std::vector<int64_t>(stride, stride + 2));
+  st.emplace_back(std::vector<int64_t>(padding, padding + 2));
+  st.emplace_back(std::vector<int64_t>(dilation, dilation + 2));
+  st.emplace_back(groups);
+  st.emplace_back(x.sizes().vec());
+  st.emplace_back(std::string(relu ? "relu" : "none"));
+  prepack_op()->callBoxed(&st);
+  *out = new c10::IValue(std::move(st.at(0)));
+  END
+}
+char* pt_conv2d_packed(pt_tensor x, pt_packed_conv p, pt_tensor* out) {
+  BEGIN
+  auto& in = T(x);
+  torch::jit::Stack st;
+  st.emplace_back(in.contiguous(in.suggest_memory_format()));
+  st.emplace_back(*static_cast<c10::IValue*>(p));
+  packed_run_op()->callBoxed(&st);
+  *out = wrap(st.at(0).toTensor());
+  END
+}
+void pt_packed_conv_free(pt_packed_conv p) { delete static_cast<c10::IValue*>(p); }
 char* pt_batch_norm(pt_tensor x, pt_tensor w, pt_tensor b, pt_tensor rm, pt_tensor rv, int training,
                     double momentum, double eps, pt_tensor* out) {
   BEGIN

@@ -78,6 +78,8 @@ typedef enum {
 typedef void* pt_tensor;
 typedef void* pt_module;
 typedef void* pt_optim;
+// A convolution whose weight oneDNN has reordered once, ahead of the forward passes (pt_conv2d_prepack).
+typedef void* pt_packed_conv;
 
 // Library and process settings.
 char* pt_version(char* buf, int n);
@@ -162,6 +164,16 @@ char* pt_where(pt_tensor cond, pt_tensor a, pt_tensor b, pt_tensor* out);
 // Neural-network functions.
 char* pt_conv2d(pt_tensor x, pt_tensor w, pt_tensor b, const int64_t* stride, const int64_t* padding,
                 const int64_t* dilation, int64_t groups, pt_tensor* out);
+// Prepacked convolutions: libtorch's own mkldnn_prepacked::conv2d_prepack and conv2d_run, called
+// through the dispatcher (libtorch ships no header for them). pt_conv2d_prepack_available is 1 where the
+// loaded libtorch registers them. The weight is reordered into oneDNN's blocked layout for input of
+// the shape and memory format of like (other inputs still run: oneDNN reorders as needed) and, with
+// relu, ReLU is applied in the convolution's own pass over the output. Inference only: no autograd.
+int pt_conv2d_prepack_available(void);
+char* pt_conv2d_prepack(pt_tensor w, pt_tensor b, const int64_t* stride, const int64_t* padding,
+                        const int64_t* dilation, int64_t groups, pt_tensor like, int relu, pt_packed_conv* out);
+char* pt_conv2d_packed(pt_tensor x, pt_packed_conv p, pt_tensor* out);
+void pt_packed_conv_free(pt_packed_conv p);
 char* pt_batch_norm(pt_tensor x, pt_tensor w, pt_tensor b, pt_tensor rm, pt_tensor rv, int training,
                     double momentum, double eps, pt_tensor* out);
 char* pt_max_pool2d(pt_tensor x, const int64_t* k, const int64_t* s, const int64_t* p, int ceil_mode, pt_tensor* out);

@@ -37,7 +37,8 @@ type benchEmbedFlags struct {
 	iters, warmup, chunk int
 	rounds               int
 	channelsLast         bool
-	foldBN               bool
+	foldBN, prepack      bool
+	torchModes           []string
 	python               string
 	pythonMalloc         string
 	device               string
@@ -70,6 +71,8 @@ libtorch shim uses. Last line: "embed: X images/s".`,
 	fl.IntVar(&f.rounds, "rounds", 1, "alternate this many protoherb and PyTorch measurements")
 	fl.BoolVar(&f.channelsLast, "channels-last", false, "run convolutions on NHWC memory layout (both sides; embed, prototypes, predict and serve do by default)")
 	fl.BoolVar(&f.foldBN, "fold-bn", true, "fold batch norms into the convolutions, as embed does (both sides: PyTorch through torch.fx's fuse)")
+	fl.BoolVar(&f.prepack, "prepack", true, "run the folded convolutions prepacked for oneDNN with their ReLUs fused, as embed does on CPU (protoherb's side; needs --fold-bn)")
+	fl.StringSliceVar(&f.torchModes, "torch-mode", []string{"eager"}, "how PyTorch runs the model, one or more of: eager (the nn.Module), prepacked (the same prepacked convolutions as protoherb's, through torch.fx), ofi (torch.jit.optimize_for_inference); each round times every one")
 	fl.StringVar(&f.python, "python", "/usr/bin/python3", "Python with torch (and torchvision) for the reference; empty skips it")
 	fl.StringVar(&f.pythonMalloc, "python-malloc", "tuned", "allocator for the PyTorch run: tuned (protoherb's settings, like for like) or default (glibc's)")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the weights and input")
@@ -83,6 +86,11 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 	}
 	if f.pythonMalloc != "tuned" && f.pythonMalloc != "default" {
 		return fmt.Errorf("bench embed: --python-malloc %q: want tuned or default", f.pythonMalloc)
+	}
+	for _, mode := range f.torchModes {
+		if mode != "eager" && mode != "prepacked" && mode != "ofi" {
+			return fmt.Errorf("bench embed: --torch-mode %q: want eager, prepacked or ofi", mode)
+		}
 	}
 	if f.threads <= 0 {
 		f.threads = runtime.NumCPU()
@@ -106,44 +114,53 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 			return fmt.Errorf("bench embed: %w", err)
 		}
 	}
+	if f.prepack && f.foldBN {
+		if err := m.PrepackConvolutions(); err != nil {
+			return fmt.Errorf("bench embed: %w", err)
+		}
+	}
 	e.Chunk = f.chunk
 	rng := rand.New(rand.NewPCG(f.seed, 3))
 	x := make([]float32, f.batch*3*f.size*f.size)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
-	fmt.Fprintf(out, "# %s %dpx batch=%d device=%s threads=%d channels-last=%v fold-bn=%v chunk=%d embed-dim=%d; load average %s\n",
-		f.backbone, f.size, f.batch, dev, torch.NumThreads(), f.channelsLast, f.foldBN, f.chunk, e.Dim(), loadAvg())
+	fmt.Fprintf(out, "# %s %dpx batch=%d device=%s threads=%d channels-last=%v fold-bn=%v prepack=%v chunk=%d embed-dim=%d; load average %s\n",
+		f.backbone, f.size, f.batch, dev, torch.NumThreads(), f.channelsLast, f.foldBN, f.prepack && f.foldBN, f.chunk, e.Dim(), loadAvg())
 	if f.python == "" {
 		fmt.Fprintln(out, "# PyTorch reference skipped: --python is empty")
 	}
 	// Alternate protoherb and PyTorch rounds so both see the same drift of a shared machine's load.
-	var rates, ratios, cpuRatios []float64
+	var rates []float64
+	ratios, cpuRatios := map[string][]float64{}, map[string][]float64{}
 	for r := range max(f.rounds, 1) {
 		rate, cpu, err := timeEmbed(out, e, x, f)
 		if err != nil {
 			return err
 		}
 		rates = append(rates, rate)
-		if f.python == "" {
-			continue
+		for _, mode := range f.torchModes {
+			if f.python == "" {
+				break
+			}
+			ref, refCPU, err := torchReference(out, f, mode)
+			if err != nil {
+				fmt.Fprintf(out, "# PyTorch reference skipped: %v\n", err)
+				f.python = ""
+				break
+			}
+			ratios[mode], cpuRatios[mode] = append(ratios[mode], rate/ref), append(cpuRatios[mode], refCPU/cpu)
+			fmt.Fprintf(out, "round %d: protoherb / PyTorch %s: %.2f× in images/s (%.1f against %.1f), %.2f× in CPU per image (%.1f against %.1f ms)\n",
+				r+1, mode, rate/ref, rate, ref, refCPU/cpu, cpu, refCPU)
 		}
-		ref, refCPU, err := torchReference(out, f)
-		if err != nil {
-			fmt.Fprintf(out, "# PyTorch reference skipped: %v\n", err)
-			f.python = ""
-			continue
+	}
+	for _, mode := range f.torchModes {
+		if rs := ratios[mode]; len(rs) > 0 {
+			fmt.Fprintf(out, "protoherb / PyTorch %s, median of %d alternating rounds: %.2f× in images/s, %.2f× in CPU per image\n",
+				mode, len(rs), median(rs), median(cpuRatios[mode]))
 		}
-		ratios, cpuRatios = append(ratios, rate/ref), append(cpuRatios, refCPU/cpu)
-		fmt.Fprintf(out, "round %d: protoherb / PyTorch: %.2f× in images/s (%.1f against %.1f), %.2f× in CPU per image (%.1f against %.1f ms)\n",
-			r+1, rate/ref, rate, ref, refCPU/cpu, cpu, refCPU)
 	}
-	rate := median(rates)
-	if len(ratios) > 0 {
-		fmt.Fprintf(out, "protoherb / PyTorch, median of %d alternating rounds: %.2f× in images/s, %.2f× in CPU per image\n",
-			len(ratios), median(ratios), median(cpuRatios))
-	}
-	fmt.Fprintf(out, "embed: %.1f images/s\n", rate)
+	fmt.Fprintf(out, "embed: %.1f images/s\n", median(rates))
 	return nil
 }
 
@@ -173,7 +190,7 @@ func timeEmbed(out io.Writer, e *infer.ModelEmbedder, x []float32, f benchEmbedF
 
 // torchReference runs the embedded PyTorch script with f's settings and returns its images/s and
 // CPU ms per image.
-func torchReference(out io.Writer, f benchEmbedFlags) (float64, float64, error) {
+func torchReference(out io.Writer, f benchEmbedFlags, mode string) (float64, float64, error) {
 	if f.backbone != "conv4" && f.backbone != "resnet18" && f.backbone != "resnet50" {
 		return 0, 0, fmt.Errorf("%s has no PyTorch counterpart in the reference script", f.backbone)
 	}
@@ -190,10 +207,10 @@ func torchReference(out io.Writer, f benchEmbedFlags) (float64, float64, error) 
 	if f.pythonMalloc == "tuned" {
 		env = append(env, "GLIBC_TUNABLES="+tunedMalloc)
 	}
-	fmt.Fprintf(out, "# PyTorch (allocator %s):\n", f.pythonMalloc)
+	fmt.Fprintf(out, "# PyTorch %s (allocator %s):\n", mode, f.pythonMalloc)
 	v, text, err := pythonReference(out, f.python, "bench_embed_torch.py", benchEmbedTorch, "torch:", env,
 		strconv.Itoa(f.threads), f.backbone, strconv.Itoa(f.size), strconv.Itoa(f.batch), flag(f.channelsLast),
-		strconv.Itoa(f.iters), strconv.Itoa(f.warmup), f.device, flag(f.foldBN))
+		strconv.Itoa(f.iters), strconv.Itoa(f.warmup), f.device, flag(f.foldBN), mode)
 	if err != nil {
 		return 0, 0, err
 	}
