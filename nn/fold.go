@@ -131,11 +131,12 @@ func (c *Conv2d) unfold() {
 
 // PrepackConvolutions has inference passes on CPU run each folded convolution through oneDNN with
 // its weight reordered once (torch.PackedConv) and the ReLU after it fused in, as PyTorch's
-// torch.jit.optimize_for_inference does: results equal to float32 rounding, and from 2–6 % (ResNets
-// at batch 16) to 2.4× (Conv-4 at batch 4) more images/s (docs/benchmarks.md). Each convolution
-// is packed at its first inference pass, for that input's layout and size; GPU passes and
-// libtorches without the operators run the folded convolutions as they are. Call it after
-// FoldBatchNorm (it is an error before); a new FoldBatchNorm drops the packing.
+// torch.jit.optimize_for_inference does: results equal to float32 rounding, and from 3–5 % (ResNets
+// at batch 16–32) to 12–60 % (Conv-4 at batch 4, ResNet-18 at batch 1) more images/s
+// (docs/benchmarks.md). Each convolution is packed at its first inference pass, for that input's
+// layout and size; GPU passes and libtorches without the operators run the folded convolutions as
+// they are. Call it after FoldBatchNorm (it is an error before); a new FoldBatchNorm drops the
+// packing.
 func (m *Model) PrepackConvolutions() error {
 	p, ok := m.Backbone.(pairer)
 	if !ok {

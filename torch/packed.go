@@ -13,9 +13,11 @@ import (
 // PackedConv is a convolution prepared for inference on CPU: libtorch's own
 // mkldnn_prepacked::conv2d_prepack has reordered its weight once into the blocked layout oneDNN's
 // kernel reads, and can apply ReLU in the same pass that writes the output. A plain Conv2d reorders the
-// weight on every call and leaves the ReLU to a second pass over the activation; at small batches that
-// is most of the time (a Conv-4 at 84 px and batch 4: ~2.4×; ResNet-18 at batch 1: ~1.3×; at batch 16
-// 2–6 %; see docs/benchmarks.md). The results equal Conv2d's (and Relu's): the same oneDNN kernel runs.
+// weight on every call and leaves the ReLU to a second pass over the activation, which costs most at
+// small batches (protoherb's forward passes on CPU, images/s: ResNet-18 at batch 1 +41–60 %, Conv-4
+// at 84 px and batch 4 +12–41 %, at batch 32 +4–14 %, ResNets at batch 16–32 +3–5 %;
+// docs/benchmarks.md). The results equal Conv2d's (and Relu's) to float32 rounding: the same oneDNN
+// kernel runs.
 //
 // It records no gradient: use it for forward passes under NoGrad only. A PackedConv is safe for
 // concurrent Forward calls; Free releases it.

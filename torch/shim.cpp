@@ -380,13 +380,13 @@ char* pt_conv2d(pt_tensor x, pt_tensor w, pt_tensor b, const int64_t* stride, co
   *out = wrap(at::conv2d(T(x), T(w), opt(b), ref(stride, 2), ref(padding, 2), ref(dilation, 2), groups));
   END
 }
-// The prepacked-convolution operators, looked up once; absent (nullopt) in a libtorch built without
+// The prepacked-convolution operators, looked up once; empty optionals in a libtorch built without
 // oneDNN.
-static const c10::optional<c10::OperatorHandle>& prepack_op() {
+static const auto& prepack_op() {
   static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn_prepacked::conv2d_prepack", ""});
   return op;
 }
-static const c10::optional<c10::OperatorHandle>& packed_run_op() {
+static const auto& packed_run_op() {
   static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn_prepacked::conv2d_run", ""});
   return op;
 }
