@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"time"
 
@@ -32,8 +33,8 @@ func EmbedItems(ctx context.Context, items []imageio.Item, opt imageio.LoaderOpt
 	}
 	st := l.Stream(ctx, items, 0)
 	defer st.Close()
-	tp := Throughput{Workers: l.Workers()}
-	t0 := time.Now()
+	tp := Throughput{Workers: l.Workers(), Cores: runtime.NumCPU()}
+	t0, cpu0 := time.Now(), ProcessCPU()
 	for {
 		tw := time.Now()
 		b, err := st.Next()
@@ -60,7 +61,7 @@ func EmbedItems(ctx context.Context, items []imageio.Item, opt imageio.LoaderOpt
 		bar.Add(b.N + len(b.Bad))
 	}
 	bar.Finish()
-	tp.Wall = time.Since(t0)
+	tp.Wall, tp.CPU = time.Since(t0), ProcessCPU()-cpu0
 	if tp.Images > 0 {
 		slog.Info("embedded", "throughput", tp.String())
 	}

@@ -25,6 +25,19 @@ func TestThroughputBoundAndReport(t *testing.T) {
 			t.Errorf("report %q lacks %q", s, want)
 		}
 	}
+	// Decoders and backbone never wait on each other, but the process keeps its 2 cores 95 % busy:
+	// both slow each other down, and the CPU is the bound.
+	shared := busy
+	shared.Cores, shared.CPU = 2, 19*time.Second
+	if got := shared.Bound(); !strings.HasPrefix(got, "the CPU") {
+		t.Errorf("2 cores 95%% busy: bound %q, want the CPU", got)
+	}
+	if s := shared.String(); !strings.Contains(s, "CPU 95% of 2 cores: bound by the CPU") {
+		t.Errorf("report %q does not give the CPU share and bound", s)
+	}
+	if got := (Throughput{Images: 100, Wall: 10 * time.Second, Cores: 8, CPU: 30 * time.Second}).Bound(); got != "the backbone" {
+		t.Errorf("8 cores 38%% busy, no wait: bound %q, want the backbone", got)
+	}
 	if (Throughput{}).String() == "" {
 		t.Error("empty report for an empty run")
 	}

@@ -12,12 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"protoherb/imageio"
+	"protoherb/infer"
 )
 
 // benchDecodeFlags are `bench decode`'s settings.
@@ -285,13 +285,7 @@ func procStat() (busy, total int64) {
 }
 
 // ownCPU is this process's user+system CPU time in seconds.
-func ownCPU() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-}
+func ownCPU() float64 { return infer.ProcessCPU().Seconds() }
 
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
