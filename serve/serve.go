@@ -81,6 +81,7 @@ import (
 
 	"protoherb/imageio"
 	"protoherb/infer"
+	"protoherb/torch"
 )
 
 // Config configures a Server. Zero values take the defaults noted.
@@ -213,7 +214,13 @@ func New(cfg Config) (*Server, error) {
 	s.batch.search = s.searchBatch
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	go func() { s.batch.run(ctx); close(s.stopped) }()
+	go func() {
+		// One OS thread for every forward pass and search, so libtorch keeps one OpenMP pool for
+		// them; the thread ends with the batcher.
+		torch.LockComputeThread()
+		s.batch.run(ctx)
+		close(s.stopped)
+	}()
 	s.routes()
 	return s, nil
 }

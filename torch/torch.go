@@ -113,6 +113,18 @@ func threadNumThreads() int { return int(C.pt_thread_num_threads()) }
 // ManualSeed seeds libtorch's random generators (parameter init, dropout, randn) for deterministic runs.
 func ManualSeed(seed uint64) error { return cerr("manual_seed", C.pt_manual_seed(C.uint64_t(seed))) }
 
+// LockComputeThread keeps the calling goroutine on its OS thread for good, so that the libtorch
+// calls it makes all start their parallel regions from one thread. Debian's libtorch parallelises
+// with OpenMP (libgomp), which keeps a pool of worker threads for each OS thread that starts a
+// parallel region. A goroutine that Go moves between OS threads leaves a pool on each, and once the
+// process holds more OpenMP threads than it has cores, libgomp cuts its busy-wait to ~100 spins: the
+// workers sleep between regions and every region pays for waking them. A Conv-4 at 28 px in
+// batches of 4 ran at ~2,600 images/s that way on 2 cores, and at ~4,000 with one pool
+// (docs/benchmarks.md). Call it in main's init (the main goroutine then runs on the main thread)
+// and at the start of a long-lived goroutine that runs models, such as a server's batcher; a
+// goroutine that ends locked takes its thread, and the thread's pool, with it.
+func LockComputeThread() { runtime.LockOSThread() }
+
 // NoGrad runs fn with gradient recording off on the calling goroutine's OS thread. Goroutines that
 // fn starts do not inherit it; use Detach on their inputs instead.
 func NoGrad(fn func()) {

@@ -31,6 +31,10 @@ const (
 	exitSignal = 128
 )
 
+// Every command runs its models on the main goroutine: holding it to the main OS thread gives
+// libtorch's OpenMP one thread pool (torch.LockComputeThread).
+func init() { torch.LockComputeThread() }
+
 func main() {
 	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
 }
