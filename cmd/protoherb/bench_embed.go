@@ -130,13 +130,24 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 	if f.python == "" {
 		fmt.Fprintln(out, "# PyTorch reference skipped: --python is empty")
 	}
-	// Alternate protoherb and PyTorch rounds so both see the same drift of a shared machine's load.
+	rates, err := compareRounds(out, e, x, f)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "embed: %.1f images/s\n", median(rates))
+	return nil
+}
+
+// compareRounds alternates protoherb's timing with PyTorch's in each of f.torchModes, so both see the
+// same drift of a shared machine's load, prints each round's ratios and their medians, and returns
+// protoherb's images/s of every round.
+func compareRounds(out io.Writer, e *infer.ModelEmbedder, x []float32, f benchEmbedFlags) ([]float64, error) {
 	var rates []float64
 	ratios, cpuRatios := map[string][]float64{}, map[string][]float64{}
 	for r := range max(f.rounds, 1) {
 		rate, cpu, err := timeEmbed(out, e, x, f)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rates = append(rates, rate)
 		for _, mode := range f.torchModes {
@@ -160,8 +171,7 @@ func runBenchEmbed(out io.Writer, f benchEmbedFlags) error {
 				mode, len(rs), median(rs), median(cpuRatios[mode]))
 		}
 	}
-	fmt.Fprintf(out, "embed: %.1f images/s\n", median(rates))
-	return nil
+	return rates, nil
 }
 
 // timeEmbed runs the forward passes and returns images/s (median batch) and CPU ms per image.
