@@ -10,6 +10,7 @@ import (
 
 	"protoherb/infer"
 	"protoherb/proto"
+	"protoherb/torch"
 )
 
 // Files names what a server is built from.
@@ -25,8 +26,15 @@ type Files struct {
 }
 
 // Open loads the model, prototypes, index and token named by f and builds a Server with cfg's
-// settings. The returned close frees the server and the model.
-func Open(f Files, spec infer.ModelSpec, cfg Config) (*Server, func(), error) {
+// settings. The returned close frees the server and the model. Loading and calibrating run on a
+// throwaway OS thread (torch.OnThrowawayThread), so that the only OpenMP pool left is the batcher's.
+func Open(f Files, spec infer.ModelSpec, cfg Config) (s *Server, closeAll func(), err error) {
+	torch.OnThrowawayThread(func() { s, closeAll, err = load(f, spec, cfg) })
+	return s, closeAll, err
+}
+
+// load is Open on the calling thread.
+func load(f Files, spec infer.ModelSpec, cfg Config) (*Server, func(), error) {
 	emb, err := infer.LoadModel(f.Model, spec)
 	if err != nil {
 		return nil, nil, err

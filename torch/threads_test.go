@@ -1,8 +1,14 @@
 package torch
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"runtime"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // lockedThread runs functions on the one OS thread of a goroutine locked to it.
@@ -48,4 +54,41 @@ func TestNumThreadsHoldsOnEveryOSThread(t *testing.T) {
 			t.Fatalf("after SetNumThreads(%d) another OS thread runs with %d threads", n, got)
 		}
 	}
+}
+
+// osThreads counts the process's OS threads.
+func osThreads(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Skipf("no /proc/self/task: %v", err)
+	}
+	return len(es)
+}
+
+// TestOnThrowawayThreadEndsItsPool checks that the thread of one-off work ends, and with it the
+// OpenMP pool its parallel region started (with 4 libtorch threads, 3 workers): left running, each
+// such pool counts against the cores and libgomp throttles every pool's spin-wait.
+func TestOnThrowawayThreadEndsItsPool(t *testing.T) {
+	prev := NumThreads()
+	defer SetNumThreads(prev)
+	SetNumThreads(4)
+	before := osThreads(t)
+	var tid int
+	OnThrowawayThread(func() {
+		tid = syscall.Gettid()
+		x := Full(nil, 1, Float32, CPU, 1<<22) // big enough for a parallel region
+		x.AddScalar(1).Free()
+		x.Free()
+	})
+	// Threads end asynchronously; wait for them a bounded time.
+	var after int
+	for range 100 {
+		_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid))
+		if after = osThreads(t); errors.Is(err, fs.ErrNotExist) && after <= before+1 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("thread %d: %d OS threads before, %d after: the throwaway thread or its pool lives on", tid, before, after)
 }

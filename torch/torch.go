@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"syscall"
 	"unsafe"
 )
 
@@ -122,8 +123,32 @@ func ManualSeed(seed uint64) error { return cerr("manual_seed", C.pt_manual_seed
 // batches of 4 ran at ~2,600 images/s that way on 2 cores, and at ~4,000 with one pool
 // (docs/benchmarks.md). Call it in main's init (the main goroutine then runs on the main thread)
 // and at the start of a long-lived goroutine that runs models, such as a server's batcher; a
-// goroutine that ends locked takes its thread, and the thread's pool, with it.
+// goroutine that ends locked takes its thread, and the thread's pool, with it (the main thread
+// excepted: Go keeps that one).
 func LockComputeThread() { runtime.LockOSThread() }
+
+// OnThrowawayThread runs fn on an OS thread of its own and ends that thread when fn returns, so
+// that the OpenMP pool fn's libtorch calls made there ends with it (see LockComputeThread): for
+// one-off work, such as loading and calibrating a model that another thread then runs, which would
+// otherwise leave an idle pool behind that slows every other.
+func OnThrowawayThread(fn func()) {
+	done := make(chan struct{})
+	var start func()
+	start = func() {
+		runtime.LockOSThread() // never unlocked: Go ends the thread with the goroutine...
+		if syscall.Gettid() == syscall.Getpid() {
+			// ...but the main thread it keeps: hold it while a goroutine on another thread runs fn.
+			go start()
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
+		defer close(done)
+		fn()
+	}
+	go start()
+	<-done
+}
 
 // NoGrad runs fn with gradient recording off on the calling goroutine's OS thread. Goroutines that
 // fn starts do not inherit it; use Detach on their inputs instead.
