@@ -92,8 +92,9 @@ func host(t *testing.T, x *torch.Tensor) []float32 {
 	return v
 }
 
-// closeEnough fails when b differs from a (the reference: CPU values, unfolded ones) by more than rel times a's largest magnitude anywhere
-// (at least 1e-6: a convolution's bias before batch norm has a gradient of float32 round-off only).
+// closeEnough fails when b differs from a (the reference: CPU values, unfolded ones) by more than
+// rel times a's largest magnitude anywhere (at least 1e-6: a convolution's bias before batch norm
+// has a gradient of float32 round-off only).
 func closeEnough(t *testing.T, name string, a, b []float32, rel float64) {
 	t.Helper()
 	if len(a) != len(b) {

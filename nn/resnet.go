@@ -107,12 +107,16 @@ func (b *resBlock) forward(x *torch.Tensor, train, leaky bool) *torch.Tensor {
 	if leaky {
 		act = actLeaky
 	}
-	h := convBNAct(b.conv1, b.bn1, x, train, act)
+	// conv2 is a basic block's last convolution, activated only after the residual sum; in a
+	// bottleneck, conv3 is.
+	act2 := actNone
 	if b.conv3 != nil {
-		h = next(h, x, convBNAct(b.conv2, b.bn2, h, train, act))
+		act2 = act
+	}
+	h := convBNAct(b.conv1, b.bn1, x, train, act)
+	h = next(h, x, convBNAct(b.conv2, b.bn2, h, train, act2))
+	if b.conv3 != nil {
 		h = next(h, x, convBNAct(b.conv3, b.bn3, h, train, actNone))
-	} else {
-		h = next(h, x, convBNAct(b.conv2, b.bn2, h, train, actNone))
 	}
 	short := x
 	if b.downConv != nil {
